@@ -1,0 +1,1 @@
+"""Helpers shared by every stage: the contract, image decoding, the model repository."""

@@ -1,0 +1,21 @@
+"""Command-line plumbing: user errors print one line on stderr and exit non-zero."""
+
+import sys
+from collections.abc import Callable
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad path, bad file, port in use): shown without traceback."""
+
+
+def run_cli(main: Callable[[], int | None]) -> None:
+    """Run a command's main(), turning UserError and Ctrl-C into a one-line exit."""
+    try:
+        code = main()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)

@@ -1,0 +1,98 @@
+"""The two classifiers. Both take raw pixels (float32 [N, 100, 100, 1], 0..255) and do
+all preprocessing in-graph, so a server only decodes and resizes.
+
+Augmentation is NOT part of these models: it runs in the tf.data training pipeline
+(training/augment.py), so no random op can ever reach an exported graph.
+"""
+
+import tensorflow as tf
+import tf_keras as keras
+
+from common.contract import CLASS_LABELS, IMAGE_SIZE, INPUT_NAME, OUTPUT_NAME
+
+NUM_CLASSES = len(CLASS_LABELS)
+# VGG16's own preprocessing ("caffe" mode): BGR channel means, no scaling.
+VGG16_BGR_MEANS = (103.939, 116.779, 123.68)
+VGG16_LAST_BLOCK = "block5"
+
+
+@keras.utils.register_keras_serializable(package="digits")
+class PolarityNormalization(keras.layers.Layer):
+    """Map any image to light ink on a dark background, stretched to 0..255.
+
+    An image whose mean lies above the midpoint of its own range is mostly light
+    (paper), so it is inverted; then min..max is stretched to 0..255. Dark-on-white
+    and light-on-dark versions of one digit thus reach the network as the same pixels.
+    """
+
+    def call(self, images: tf.Tensor) -> tf.Tensor:
+        low = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
+        high = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        ink_is_dark = mean > (low + high) / 2.0
+        images = tf.where(ink_is_dark, high - images, images - low)
+        return images * (255.0 / tf.maximum(high - low, 1.0))
+
+
+def contract_input() -> keras.Input:
+    return keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), dtype="float32", name=INPUT_NAME)
+
+
+def classifier_output(features: tf.Tensor) -> tf.Tensor:
+    return keras.layers.Dense(NUM_CLASSES, activation="softmax", name=OUTPUT_NAME)(features)
+
+
+def conv_block(x: tf.Tensor, filters: int) -> tf.Tensor:
+    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    return keras.layers.MaxPooling2D(2)(x)
+
+
+def build_scratch_cnn() -> keras.Model:
+    """The assignment's Conv 32/64/128 + Dense 128 CNN, with batch norm and dropout."""
+    inputs = contract_input()
+    x = PolarityNormalization(name="polarity")(inputs)
+    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
+    for filters in (32, 64, 128):
+        x = conv_block(x, filters)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(128, activation="relu")(x)
+    x = keras.layers.Dropout(0.3)(x)
+    return keras.Model(inputs, classifier_output(x), name="scratch_cnn")
+
+
+def build_vgg16_backbone(input_side: int, weights: str | None) -> keras.Model:
+    """VGG16 convolutional base; `weights` is "imagenet", a local .h5 path, or None."""
+    return keras.applications.VGG16(
+        include_top=False, weights=weights, input_shape=(input_side, input_side, 3)
+    )
+
+
+def vgg16_input_features(inputs: tf.Tensor) -> tf.Tensor:
+    """Raw grayscale pixels to what VGG16 expects: 3 channels, BGR means subtracted."""
+    x = PolarityNormalization(name="polarity")(inputs)
+    x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
+    return keras.layers.Normalization(
+        mean=VGG16_BGR_MEANS, variance=(1.0, 1.0, 1.0), name="vgg16_preprocess"
+    )(x)
+
+
+def build_vgg16_finetuned(backbone: keras.Model) -> keras.Model:
+    """VGG16 backbone (frozen at first) + global average pooling + a small dense head."""
+    backbone.trainable = False
+    inputs = contract_input()
+    x = vgg16_input_features(inputs)
+    x = backbone(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(256, activation="relu")(x)
+    x = keras.layers.Dropout(0.3)(x)
+    return keras.Model(inputs, classifier_output(x), name="vgg16_finetuned")
+
+
+def unfreeze_last_block(model: keras.Model) -> None:
+    """Phase 2 of fine-tuning: make only VGG16's last convolutional block trainable."""
+    backbone = model.get_layer("vgg16")
+    backbone.trainable = True
+    for layer in backbone.layers:
+        layer.trainable = layer.name.startswith(VGG16_LAST_BLOCK)
