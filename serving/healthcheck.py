@@ -1,0 +1,102 @@
+"""Ask a running server for its gRPC health status: exit 0 when SERVING, 1 when not.
+
+The container HEALTHCHECK runs this (`python -m serving.healthcheck`), so it reads the same
+DIGITS_* environment variables as the server: inside a container it needs no flags.
+Kubernetes does not need it: its probes speak the gRPC health protocol natively.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from common.cli import UserError, run_cli
+
+SERVICE_NAME = "digits.v1.DigitClassifier"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.healthcheck",
+        description="Exit 0 when the server answers SERVING on the gRPC health service, else 1.",
+    )
+    parser.add_argument(
+        "--host",
+        default=env("DIGITS_HEALTHCHECK_HOST", "127.0.0.1"),
+        help="server address to ask (env DIGITS_HEALTHCHECK_HOST) [127.0.0.1]",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(env("DIGITS_PORT", "8500")),
+        help="the server's gRPC port (env DIGITS_PORT) [8500]",
+    )
+    parser.add_argument(
+        "--service",
+        default=env("DIGITS_HEALTHCHECK_SERVICE", SERVICE_NAME),
+        help=f'health service name; "" is the whole server (env DIGITS_HEALTHCHECK_SERVICE) '
+        f"[{SERVICE_NAME}]",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=float(env("DIGITS_HEALTHCHECK_TIMEOUT", "3")),
+        help="seconds to wait for the answer (env DIGITS_HEALTHCHECK_TIMEOUT) [3]",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        default=env("DIGITS_TLS_CERT") or None,
+        help="PEM certificate to trust when the server uses TLS; the server's own certificate "
+        "works for a self-signed one (env DIGITS_TLS_CERT) [unset = plaintext]",
+    )
+    parser.add_argument(
+        "--tls-server-name",
+        default=env("DIGITS_HEALTHCHECK_TLS_SERVER_NAME") or None,
+        help="host name the certificate was issued for, when it is not --host "
+        "(env DIGITS_HEALTHCHECK_TLS_SERVER_NAME)",
+    )
+    return parser.parse_args(argv)
+
+
+def open_channel(args: argparse.Namespace) -> grpc.Channel:
+    target = f"{args.host}:{args.port}"
+    if not args.tls_cert:
+        return grpc.insecure_channel(target)
+    cert = Path(args.tls_cert)
+    if not cert.is_file():
+        raise UserError(f"TLS certificate not found: {cert}")
+    credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+    options = (
+        [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+    )
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+def check(args: argparse.Namespace) -> str:
+    """The status name the server reports for the service (UNAVAILABLE when it cannot answer)."""
+    with open_channel(args) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+        except grpc.RpcError as error:
+            return error.code().name
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    status = check(args)
+    if status == "SERVING":
+        return 0
+    print(f"{args.host}:{args.port} service {args.service!r}: {status}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    run_cli(main)
