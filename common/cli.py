@@ -1,11 +1,19 @@
 """Command-line plumbing: user errors print one line on stderr and exit non-zero."""
 
+import argparse
 import sys
 from collections.abc import Callable
 
 
 class UserError(Exception):
     """A problem the user can fix (bad path, bad file, port in use): shown without traceback."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are UserErrors: one line on stderr under run_cli."""
+
+    def error(self, message: str) -> None:
+        raise UserError(message)
 
 
 def run_cli(main: Callable[[], int | None]) -> None:

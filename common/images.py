@@ -41,7 +41,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
             return to_model_pixels(image)
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image in a known format (PNG, JPEG, BMP...)") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"cannot decode image: {error}") from error
     except Image.DecompressionBombError as error:
         raise ImageDecodeError(f"image too large: {error}") from error
@@ -58,3 +60,29 @@ def load_image_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndar
 def invert_polarity(pixels: np.ndarray) -> np.ndarray:
     """Dark ink on white paper from light on dark, and back (uint8 or 0..255 floats)."""
     return (255 - pixels).astype(pixels.dtype)
+
+
+def array_to_model_pixels(pixels: np.ndarray, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Raw pixels to uint8 [IMAGE_SIZE, IMAGE_SIZE] through the same PIL path as decoded files.
+
+    Accepts uint8 or float32 (values 0..255, rounded to 8 bits like every training image)
+    of shape [H, W], [H, W, 1] or [H, W, 3] (RGB, grayscaled with PIL's own luma weights).
+    """
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] != 3):
+        raise ImageDecodeError(f"shape {pixels.shape} is not [H, W], [H, W, 1] or [H, W, 3]")
+    height, width = pixels.shape[:2]
+    if height == 0 or width == 0:
+        raise ImageDecodeError(f"empty image of {width}x{height} pixels")
+    if height * width > max_pixels:
+        raise ImageDecodeError(f"{width}x{height} pixels exceeds the limit of {max_pixels}")
+    if pixels.dtype != np.uint8:
+        if pixels.dtype.kind != "f":
+            raise ImageDecodeError(f"unsupported dtype {pixels.dtype} (uint8 or float32)")
+        if not np.isfinite(pixels).all():
+            raise ImageDecodeError("pixel values must be finite")
+        pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    if pixels.shape == (IMAGE_SIZE, IMAGE_SIZE):
+        return pixels  # already what to_model_pixels would return, pixel for pixel
+    return to_model_pixels(Image.fromarray(np.ascontiguousarray(pixels)))

@@ -1,0 +1,183 @@
+"""Dynamic batching for one model version: requests arriving close together share one run.
+
+Callers put their preprocessed pixels on a bounded queue and await a future. One task per
+version takes the first waiting request, gathers more until the batch is full or the
+first request has waited `delay`, drops callers whose deadline already passed, runs ONNX
+Runtime in a worker thread and hands each caller its own rows of the output.
+"""
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from common.contract import IMAGE_SIZE
+from serving import errors
+from serving.metrics import ServerMetrics
+from serving.runtime import ModelVersion
+
+log = logging.getLogger("serving.batcher")
+
+
+@dataclass
+class Job:
+    pixels: np.ndarray  # uint8 [k, 100, 100]
+    future: asyncio.Future
+    deadline: float | None  # event-loop time
+    enqueued: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+
+    @property
+    def size(self) -> int:
+        return len(self.pixels)
+
+
+_STOP = object()  # queued by close(): everything before it is still answered
+
+
+def assemble_and_predict(model: ModelVersion, parts: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    """Write every caller's uint8 pixels into one float32 batch (the only copy) and run it."""
+    batch = np.empty((sum(len(p) for p in parts), IMAGE_SIZE, IMAGE_SIZE, 1), np.float32)
+    offset = 0
+    for part in parts:
+        batch[offset : offset + len(part), :, :, 0] = part
+        offset += len(part)
+    start = time.perf_counter()
+    probabilities = model.predict(batch)
+    return probabilities, time.perf_counter() - start
+
+
+class Batcher:
+    def __init__(
+        self,
+        model: ModelVersion,
+        *,
+        max_batch_size: int,
+        delay_s: float,
+        capacity: int,
+        batching: bool,
+        executor: Executor,
+        metrics: ServerMetrics,
+    ):
+        self.model = model
+        self.max_batch_size = max_batch_size
+        self.delay_s = delay_s
+        self.capacity = capacity
+        self.batching = batching
+        self.executor = executor
+        self.metrics = metrics
+        self.pending_images = 0
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._carry: Job | object | None = None
+        self._closing = False
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"batcher-{self.model.name}")
+
+    async def classify(self, pixels: np.ndarray, deadline: float | None) -> np.ndarray:
+        """Probabilities [k, classes] for uint8 pixels [k, 100, 100]; raises ServingError."""
+        if self._closing:
+            raise errors.unavailable(f"{self.model.name} version {self.model.version} is unloading")
+        if self.pending_images + len(pixels) > self.capacity:
+            raise errors.resource_exhausted(
+                f"queue of {self.model.name} is full ({self.pending_images} images waiting, "
+                f"capacity {self.capacity})"
+            )
+        job = Job(pixels, asyncio.get_running_loop().create_future(), deadline)
+        self._queue.put_nowait(job)
+        self._count_pending(job.size)
+        return await job.future
+
+    async def close(self) -> None:
+        """Answer everything queued so far, then stop."""
+        self._closing = True
+        self._queue.put_nowait(_STOP)
+        if self._task is not None:
+            await self._task
+
+    def _count_pending(self, images: int) -> None:
+        self.pending_images += images
+        self.metrics.queue_depth.labels(self.model.name).inc(images)
+
+    async def _run(self) -> None:
+        while True:
+            jobs = await self._next_batch()
+            if jobs is None:
+                return
+            live = self._drop_expired(jobs)
+            if live:
+                await self._infer(live)
+
+    async def _take(self, timeout: float | None):
+        if self._carry is not None:
+            job, self._carry = self._carry, None
+            return job
+        if timeout is None:
+            return await self._queue.get()
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        if timeout <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    async def _next_batch(self) -> list[Job] | None:
+        """The first waiting job plus whatever joins it in time; None once stopped."""
+        first = await self._take(None)
+        if first is _STOP:
+            return None
+        jobs, size = [first], first.size
+        loop = asyncio.get_running_loop()
+        close_at = first.enqueued + self.delay_s
+        while self.batching and size < self.max_batch_size:
+            job = await self._take(close_at - loop.time())
+            if job is None:
+                break
+            if job is _STOP or size + job.size > self.max_batch_size:
+                self._carry = job  # starts the next batch (or stops after this one)
+                break
+            jobs.append(job)
+            size += job.size
+        self._count_pending(-size)
+        return jobs
+
+    def _drop_expired(self, jobs: list[Job]) -> list[Job]:
+        """Callers that gave up (cancelled) or whose deadline passed are not computed."""
+        now = asyncio.get_running_loop().time()
+        live = []
+        for job in jobs:
+            if job.future.done():
+                continue
+            if job.deadline is not None and now >= job.deadline:
+                job.future.set_exception(
+                    errors.deadline_exceeded("deadline passed before the request's batch ran")
+                )
+                continue
+            live.append(job)
+        return live
+
+    async def _infer(self, jobs: list[Job]) -> None:
+        loop = asyncio.get_running_loop()
+        parts = [job.pixels for job in jobs]
+        try:
+            probabilities, seconds = await loop.run_in_executor(
+                self.executor, assemble_and_predict, self.model, parts
+            )
+        except Exception as error:  # a broken graph must not hang its callers
+            log.exception("inference failed", extra={"model": self.model.name})
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(errors.internal(f"inference failed: {error}"))
+            return
+        self.metrics.batch_size.labels(self.model.name).observe(len(probabilities))
+        self.metrics.inference.labels(self.model.name).observe(seconds)
+        offset = 0
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_result(probabilities[offset : offset + job.size])
+            offset += job.size

@@ -1,0 +1,170 @@
+"""The served model versions, kept in step with the model repository on disk.
+
+Every `poll_seconds` the repository is listed; a new version is loaded in a worker thread
+and then becomes the default ("newest") in one step. Versions beyond the newest
+`keep_versions` leave the lookup at once but keep their session until every request
+already queued on them is answered, so a reload never fails a request in flight.
+"""
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from pathlib import Path
+
+from common.cli import UserError
+from common.repository import list_models, list_versions, version_dir
+from serving import errors
+from serving.batcher import Batcher
+from serving.config import ServerConfig
+from serving.metrics import ServerMetrics
+from serving.runtime import ModelLoadError, ProviderChoice, load_model_version
+
+log = logging.getLogger("serving.registry")
+
+
+class ModelRegistry:
+    def __init__(self, config: ServerConfig, metrics: ServerMetrics, executor: Executor):
+        self.config = config
+        self.metrics = metrics
+        self.executor = executor
+        self.repository = Path(config.model_repository)
+        self.choice = ProviderChoice(config.provider)
+        self._served: dict[str, dict[int, Batcher]] = {}
+        self._failed: set[tuple[str, int]] = set()
+        self._unloading: set[asyncio.Task] = set()
+
+    @property
+    def provider(self) -> str | None:
+        return self.choice.provider
+
+    def model_names(self) -> list[str]:
+        return sorted(self._served)
+
+    def versions(self, name: str) -> dict[int, Batcher]:
+        """Loaded versions of one model, ascending; NOT_FOUND if the model is not served."""
+        if name not in self._served:
+            served = ", ".join(self.model_names()) or "none"
+            raise errors.not_found(f"model {name!r} is not served (served: {served})")
+        return dict(sorted(self._served[name].items()))
+
+    def get(self, name: str, version: int = 0) -> Batcher:
+        """The batcher of a version (0: the newest); NOT_FOUND if it is not loaded."""
+        versions = self.versions(name)
+        if version == 0:
+            return versions[max(versions)]
+        if version not in versions:
+            raise errors.not_found(
+                f"model {name!r} has no version {version} loaded (loaded: {sorted(versions)})"
+            )
+        return versions[version]
+
+    def _wanted_models(self) -> list[str]:
+        return list(self.config.models) or list_models(self.repository)
+
+    def check_repository(self) -> None:
+        """UserError unless the repository holds every wanted model (cheap: no loading)."""
+        if not self.repository.is_dir():
+            raise UserError(f"model repository not found: {self.repository}")
+        available = list_models(self.repository)
+        if not available:
+            raise UserError(
+                f"no model versions in {self.repository} (<model>/<version>/model.onnx)"
+            )
+        missing = sorted(set(self.config.models) - set(available))
+        if missing:
+            raise UserError(f"models not in {self.repository}: {', '.join(missing)}")
+
+    async def load_initial(self) -> None:
+        """Load the newest versions of every wanted model; UserError if any cannot be served."""
+        self.check_repository()
+        await self.refresh()
+        unloaded = [name for name in self._wanted_models() if name not in self._served]
+        if unloaded:
+            raise UserError(f"no loadable version of {', '.join(unloaded)} in {self.repository}")
+
+    async def refresh(self) -> None:
+        """Load new versions and retire those beyond the newest `keep_versions`."""
+        for name in self._wanted_models():
+            wanted = list_versions(self.repository / name)[-self.config.keep_versions :]
+            for version in wanted:
+                if (
+                    version not in self._served.get(name, {})
+                    and (name, version) not in self._failed
+                ):
+                    await self._load(name, version)
+            served = self._served.get(name, {})
+            if any(version in served for version in wanted):  # never retire the last one
+                for version in [v for v in served if v not in wanted]:
+                    self._retire(name, version)
+            if served:
+                self.metrics.default_version.labels(name).set(max(served))
+
+    async def _load(self, name: str, version: int) -> None:
+        folder = version_dir(self.repository, name, version)
+        start = time.perf_counter()
+        try:
+            model = await asyncio.to_thread(
+                load_model_version,
+                folder,
+                name,
+                version,
+                self.choice,
+                self.config.intra_op_threads,
+            )
+        except ModelLoadError as error:
+            self._failed.add((name, version))
+            log.error(
+                "model version not loaded",
+                extra={"model": name, "version": version, "reason": str(error)},
+            )
+            return
+        batcher = Batcher(
+            model,
+            max_batch_size=self.config.max_batch_size,
+            delay_s=self.config.batch_delay_s,
+            capacity=self.config.queue_capacity,
+            batching=self.config.batching,
+            executor=self.executor,
+            metrics=self.metrics,
+        )
+        batcher.start()
+        self._served.setdefault(name, {})[version] = batcher
+        log.info(
+            "model loaded",
+            extra={
+                "model": name,
+                "version": version,
+                "provider": model.provider,
+                "default_version": max(self._served[name]),
+                "seconds": round(time.perf_counter() - start, 3),
+            },
+        )
+
+    def _retire(self, name: str, version: int) -> None:
+        """Out of the lookup now; unloaded once its queued requests are answered."""
+        batcher = self._served[name].pop(version)
+        task = asyncio.create_task(self._unload(batcher))
+        self._unloading.add(task)
+        task.add_done_callback(self._unloading.discard)
+
+    async def _unload(self, batcher: Batcher) -> None:
+        await batcher.close()
+        log.info(
+            "model unloaded", extra={"model": batcher.model.name, "version": batcher.model.version}
+        )
+
+    async def watch(self) -> None:
+        """Poll the repository forever (cancel to stop); a failed poll is logged and retried."""
+        while True:
+            await asyncio.sleep(self.config.poll_seconds)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("repository poll failed")
+
+    async def close(self) -> None:
+        """Answer everything queued on every version, then drop the sessions."""
+        batchers = [b for versions in self._served.values() for b in versions.values()]
+        self._served.clear()
+        await asyncio.gather(*(b.close() for b in batchers), *self._unloading)

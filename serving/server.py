@@ -1,0 +1,180 @@
+"""The gRPC server: classifier + health + reflection + metrics, started and stopped cleanly."""
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from common.cli import UserError
+from protos.digits.v1 import digits_pb2, digits_pb2_grpc
+from serving.config import ServerConfig
+from serving.metrics import ServerMetrics
+from serving.registry import ModelRegistry
+from serving.service import DigitClassifierService
+
+log = logging.getLogger("serving.server")
+
+SERVICE_NAME = digits_pb2.DESCRIPTOR.services_by_name["DigitClassifier"].full_name
+HEALTH_NAMES = ("", SERVICE_NAME)
+# One batch per model version runs at a time; two threads let two models overlap.
+INFERENCE_THREADS = 2
+
+
+def address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with one line before gRPC core logs its own bind error."""
+    if port == 0:
+        return
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as error:
+        raise UserError(f"cannot listen on {address(host, port)}: {error.strerror}") from None
+
+
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    return grpc.ssl_server_credentials(
+        [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
+    )
+
+
+class DigitServer:
+    """Everything one serving process runs; start() and stop() from inside an event loop."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.metrics = ServerMetrics()
+        self.decode_workers = os.cpu_count() or 1
+        self.decode_executor = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode")
+        self.inference_executor = ThreadPoolExecutor(INFERENCE_THREADS, thread_name_prefix="infer")
+        self.registry = ModelRegistry(config, self.metrics, self.inference_executor)
+        self.health = health.aio.HealthServicer()
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._metrics_http = None
+        self._watch: asyncio.Task | None = None
+
+    def _build_grpc_server(self) -> grpc.aio.Server:
+        limit = self.config.max_message_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
+            ]
+        )
+        service = DigitClassifierService(
+            self.config, self.registry, self.metrics, self.decode_executor, self.decode_workers
+        )
+        digits_pb2_grpc.add_DigitClassifierServicer_to_server(service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        return server
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        target = address(self.config.host, self.config.port)
+        check_port_free(self.config.host, self.config.port)
+        credentials = server_credentials(self.config)
+        try:
+            if credentials is None:
+                return server.add_insecure_port(target)
+            return server.add_secure_port(target, credentials)
+        except RuntimeError:
+            raise UserError(f"cannot listen on {target}") from None
+
+    def _serve_metrics(self) -> None:
+        if not self.config.metrics_port:
+            return
+        try:
+            self._metrics_http = self.metrics.serve(self.config.host, self.config.metrics_port)
+        except OSError as error:
+            raise UserError(
+                f"cannot serve metrics on {address(self.config.host, self.config.metrics_port)}: "
+                f"{error.strerror}"
+            ) from None
+        self.metrics_port = self._metrics_http.server_port
+
+    async def start(self) -> int:
+        """Bind, answer health checks (NOT_SERVING), load the models, then SERVING."""
+        self.registry.check_repository()
+        self._server = self._build_grpc_server()
+        self.port = self._bind(self._server)
+        self._serve_metrics()
+        for name in HEALTH_NAMES:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._server.start()
+        await self.registry.load_initial()
+        for name in HEALTH_NAMES:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.config.poll_seconds > 0:
+            self._watch = asyncio.create_task(self.registry.watch())
+        self._log_started()
+        return self.port
+
+    def _log_started(self) -> None:
+        versions = {
+            name: sorted(self.registry.versions(name)) for name in self.registry.model_names()
+        }
+        log.info(
+            "server started",
+            extra={
+                "host": self.config.host,
+                "port": self.port,
+                "metrics_port": self.metrics_port,
+                "models": self.registry.model_names(),
+                "versions": versions,
+                "provider": self.registry.provider,
+                "batching": self.config.batching,
+                "max_batch_size": self.config.max_batch_size,
+                "batch_delay_us": self.config.batch_delay_us,
+                "tls": self.config.tls_cert is not None,
+            },
+        )
+
+    async def stop(self, grace: float | None) -> None:
+        """NOT_SERVING, refuse new calls, let accepted ones finish (up to `grace` s), release."""
+        await self.health.enter_graceful_shutdown()
+        if self._watch is not None:
+            self._watch.cancel()
+        if self._server is not None:
+            await self._server.stop(grace)
+        await self.registry.close()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+        self.decode_executor.shutdown(wait=False, cancel_futures=True)
+        self.inference_executor.shutdown(wait=True)
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    server = DigitServer(config)
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop(None)
+        raise
+    await stop.wait()
+    log.info("shutting down", extra={"grace_seconds": config.grace_seconds})
+    await server.stop(config.grace_seconds)
+    log.info("server stopped")

@@ -1,0 +1,182 @@
+"""The digits.v1.DigitClassifier service: validate, preprocess, batch, answer."""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
+
+import grpc
+import numpy as np
+
+from protos.digits.v1 import digits_pb2, digits_pb2_grpc
+from serving import errors
+from serving.batcher import Batcher
+from serving.config import ServerConfig
+from serving.metrics import ServerMetrics
+from serving.preprocess import preprocess
+from serving.registry import ModelRegistry
+
+log = logging.getLogger("serving.service")
+
+STREAM_WINDOW = 64  # requests of one ClassifyStream call being worked on at once
+UNKNOWN_MODEL = "<unknown>"  # metrics label for names that are not served (bounded cardinality)
+
+
+def predictions(probabilities: np.ndarray, labels: tuple[str, ...]) -> list[digits_pb2.Prediction]:
+    classes = probabilities.argmax(axis=1).tolist()
+    rows = probabilities.tolist()
+    return [
+        digits_pb2.Prediction(class_index=c, label=labels[c], probability=row[c], probabilities=row)
+        for c, row in zip(classes, rows, strict=True)
+    ]
+
+
+def model_metadata(versions: dict[int, Batcher], version: int) -> digits_pb2.ModelMetadata:
+    model = versions[version].model
+    meta = model.metadata
+    io = {key: meta.get(key) or {} for key in ("input", "output")}
+    return digits_pb2.ModelMetadata(
+        name=model.name,
+        version=model.version,
+        versions=sorted(versions),
+        labels=model.labels,
+        input=digits_pb2.TensorSpec(
+            name=model.input_name,
+            dtype=io["input"].get("dtype", "float32"),
+            shape=[-1 if d is None else d for d in io["input"].get("shape", [-1, 100, 100, 1])],
+        ),
+        output=digits_pb2.TensorSpec(
+            name=model.output_name,
+            dtype=io["output"].get("dtype", "float32"),
+            shape=[
+                -1 if d is None else d for d in io["output"].get("shape", [-1, len(model.labels)])
+            ],
+        ),
+        val_accuracy=meta.get("val_accuracy") or 0.0,
+        backbone=meta.get("backbone") or "",
+        execution_provider=model.provider,
+        metadata_json=model.metadata_json,
+    )
+
+
+def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else asyncio.get_running_loop().time() + remaining
+
+
+class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
+    def __init__(
+        self,
+        config: ServerConfig,
+        registry: ModelRegistry,
+        metrics: ServerMetrics,
+        decode_executor: Executor,
+        decode_workers: int,
+    ):
+        self.config = config
+        self.registry = registry
+        self.metrics = metrics
+        self.decode_executor = decode_executor
+        self.decode_workers = decode_workers
+
+    async def classify(
+        self, request: digits_pb2.ClassifyRequest, deadline: float | None
+    ) -> digits_pb2.ClassifyResponse:
+        """One request's answer; raises ServingError."""
+        self.registry.get(request.model, request.version)  # NOT_FOUND before any work
+        count = len(request.images)
+        if count == 0:
+            raise errors.invalid_argument("request has no images")
+        if count > self.config.max_images_per_request:
+            raise errors.invalid_argument(
+                f"too many images: {count} (at most {self.config.max_images_per_request})"
+            )
+        pixels = await preprocess(
+            request.images, self.config.max_pixels, self.decode_executor, self.decode_workers
+        )
+        # Looked up again after the await: a reload may have changed the newest version.
+        batcher = self.registry.get(request.model, request.version)
+        probabilities = await batcher.classify(pixels, deadline)
+        model = batcher.model
+        return digits_pb2.ClassifyResponse(
+            model=model.name,
+            version=model.version,
+            predictions=predictions(probabilities, model.labels),
+            request_id=request.request_id,
+        )
+
+    async def _measured(self, request, deadline) -> digits_pb2.ClassifyResponse:
+        """classify() with its outcome counted in the metrics (and failures logged)."""
+        start = time.perf_counter()
+        label = request.model if request.model in self.registry.model_names() else UNKNOWN_MODEL
+        status = grpc.StatusCode.OK
+        try:
+            return await self.classify(request, deadline)
+        except errors.ServingError as error:
+            status = error.code
+            log.info(
+                "request failed",
+                extra={"model": request.model, "status": error.code.name, "reason": error.message},
+            )
+            raise
+        except asyncio.CancelledError:
+            status = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self.metrics.observe_request(label, status.name, time.perf_counter() - start)
+
+    async def Classify(self, request, context):
+        try:
+            return await self._measured(request, deadline_of(context))
+        except errors.ServingError as error:
+            await context.abort(error.code, error.message)
+
+    async def ClassifyStream(self, request_iterator, context) -> AsyncIterator:
+        """Requests are worked on concurrently (so they can share batches), answered in order."""
+        deadline = deadline_of(context)
+        pending: asyncio.Queue = asyncio.Queue(maxsize=STREAM_WINDOW)
+
+        async def read_requests() -> None:
+            async for request in request_iterator:
+                await pending.put(asyncio.ensure_future(self._stream_answer(request, deadline)))
+            await pending.put(None)
+
+        reader = asyncio.create_task(read_requests())
+        try:
+            while (task := await pending.get()) is not None:
+                yield await task
+            await reader
+        finally:
+            reader.cancel()
+            while not pending.empty():
+                task = pending.get_nowait()
+                if task is not None:
+                    task.cancel()
+
+    async def _stream_answer(self, request, deadline) -> digits_pb2.ClassifyResponse:
+        try:
+            return await self._measured(request, deadline)
+        except errors.ServingError as error:
+            return digits_pb2.ClassifyResponse(
+                model=request.model,
+                version=request.version,
+                request_id=request.request_id,
+                error=digits_pb2.Error(code=error.code.value[0], message=error.message),
+            )
+
+    async def ListModels(self, request, context):
+        return digits_pb2.ListModelsResponse(
+            models=[
+                model_metadata(versions, max(versions))
+                for versions in map(self.registry.versions, self.registry.model_names())
+            ]
+        )
+
+    async def GetModelMetadata(self, request, context):
+        try:
+            versions = self.registry.versions(request.model)
+            version = self.registry.get(request.model, request.version).model.version
+        except errors.ServingError as error:
+            await context.abort(error.code, error.message)
+        return model_metadata(versions, version)
