@@ -4,12 +4,16 @@
 #   docker build -t digits-serving:gpu --build-arg FLAVOR=gpu .
 #   add --build-arg MODEL_REPOSITORY=artifacts/model_repository to bake a training run's models in.
 # cpu: slim Python 3.11 with `onnxruntime`.
-# gpu: NVIDIA's CUDA 13 + cuDNN 9 runtime image with `onnxruntime-gpu` (PyPI's 1.2x/1.3x wheels
-#      are built for CUDA 12.x/13.x with cuDNN 9; the build stops if the wheel's CUDA major
-#      differs from the base image's). No TensorFlow in either image.
+# gpu: NVIDIA's CUDA + cuDNN runtime image with `onnxruntime-gpu`. PyPI's onnxruntime-gpu
+#      1.19-1.26 is built for CUDA 12, 1.27 and later for CUDA 13, both with cuDNN 9; the
+#      build stops if the wheel's CUDA major differs from the base image's.
+# No TensorFlow in either image.
 
 ARG FLAVOR=cpu
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
+# onnxruntime / onnxruntime-gpu release (both exist for each); CUDA 12 hosts: 1.26.0 with a
+# CUDA 12 CUDA_IMAGE such as nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04.
+ARG ONNXRUNTIME_VERSION=1.31.1
 
 # ---- base images: the same base for building and for running, so the venv fits ----
 FROM python:3.11-slim-bookworm AS base-cpu
@@ -37,8 +41,12 @@ COPY serving/ serving/
 COPY export/ export/
 COPY training/ training/
 COPY benchmarks/ benchmarks/
+ARG ONNXRUNTIME_VERSION
+# A constraint, not a requirement: it pins whichever of the two the flavour's extra installs.
 # The CUDA libraries come from the base image: ONNX Runtime must have been built for its major.
-RUN /opt/venv/bin/pip install ".[${FLAVOR}]" \
+RUN printf 'onnxruntime==%s\nonnxruntime-gpu==%s\n' "${ONNXRUNTIME_VERSION}" "${ONNXRUNTIME_VERSION}" \
+        > /tmp/constraints.txt \
+    && /opt/venv/bin/pip install --constraint /tmp/constraints.txt ".[${FLAVOR}]" \
     && if [ "${FLAVOR}" = gpu ]; then /opt/venv/bin/python -c \
     "import os; from onnxruntime.capi import build_and_package_info as b; \
 ort, base = b.cuda_version.split('.')[0], os.environ['CUDA_VERSION'].split('.')[0]; \

@@ -6,6 +6,7 @@ rendered resources are validated against the Kubernetes JSON schemas (bundled, o
 
 import copy
 import subprocess
+import sys
 
 import kubernetes_validate
 import pytest
@@ -264,3 +265,27 @@ def test_gpu_overlay_asks_for_a_gpu_and_cuda(rendered):
     assert config_env(rendered["gpu"])["DIGITS_PROVIDER"] == "cuda"
     assert "nvidia.com/gpu" not in server_container(rendered["cpu"])["resources"]["limits"]
     assert server_container(rendered["cpu"])["image"].endswith(":cpu")
+
+
+def test_gpu_build_guard_checks_the_wheels_cuda_major():
+    """The Dockerfile's guard, run here on the installed onnxruntime-gpu wheel."""
+    info = pytest.importorskip("onnxruntime.capi.build_and_package_info")
+    if not getattr(info, "cuda_version", ""):
+        pytest.skip("the installed ONNX Runtime is a CPU build")
+    (run,) = [
+        args
+        for args in parse_dockerfile(SERVER_DOCKERFILE).stage("build").all("RUN")
+        if "build_and_package_info" in args
+    ]
+    guard = run[run.index("if [") :].replace("/opt/venv/bin/python", sys.executable)
+    major = int(info.cuda_version.split(".")[0])
+    for base_cuda, expected in ((f"{major}.0.1", 0), (f"{major - 1}.8.1", 1)):
+        result = subprocess.run(
+            ["sh", "-c", guard],
+            env={"FLAVOR": "gpu", "CUDA_VERSION": base_cuda},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == expected, result.stderr
+    assert "is built for CUDA" in result.stderr
