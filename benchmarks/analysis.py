@@ -1,0 +1,193 @@
+"""From raw cells and references to the figures worth reading: ratios, headline, targets."""
+
+from benchmarks.config import NOOP_MODEL
+from benchmarks.references import ceiling, row_at
+from benchmarks.stats import ratio
+
+BATCHING, NO_BATCHING, TARGET = "batching", "no_batching", "target"
+TARGET_MODEL = "scratch_cnn"
+CEILING_FRACTION_TARGET = 0.70
+BATCHING_GAIN_TARGET = 3.0
+C1_OVERHEAD_TARGET_MS = 1.5
+
+
+def reference_batch_size(
+    setting: str, concurrency: int, images_per_request: int, max_batch: int
+) -> int:
+    """The batch the server can at best form in a cell: a request alone without batching,
+    up to every image in flight (capped by --max-batch-size) with it."""
+    if setting == NO_BATCHING:
+        return min(images_per_request, max_batch)
+    return min(concurrency * images_per_request, max_batch)
+
+
+def expected_latency_s(
+    setting: str, concurrency: int, images_per_request: int, ort_rows: list[dict] | None
+) -> float:
+    """A rough request latency (images in flight / raw throughput), used to size a cell."""
+    if not ort_rows:
+        return 0.0
+    rate = ceiling(ort_rows) if setting != NO_BATCHING else row_at(ort_rows, images_per_request)
+    return concurrency * images_per_request / rate["images_per_s"]
+
+
+def add_ratios(cell: dict, ort_rows: list[dict] | None, max_batch: int, cores: int) -> dict:
+    """Every server figure next to raw ONNX Runtime measured in the same run: preferably the
+    paired measurement taken just before the cell, else the batch-size sweep."""
+    cell["client_cpu_share"] = ratio(cell["client_cpu_s"], cell["duration_s"] * cores)
+    cell["server_cpu_share"] = ratio(cell["server_cpu_s"], cell["duration_s"] * cores)
+    if not ort_rows:
+        return cell
+    size = reference_batch_size(
+        cell["setting"], cell["concurrency"], cell["images_per_request"], max_batch
+    )
+    paired, swept = cell.get("paired_ort"), row_at(ort_rows, size)
+    same = paired or swept
+    cell["reference_batch_size"] = same["batch_size"]
+    cell["ort_images_per_s_same_batch"] = same["images_per_s"]
+    cell["ratio_to_ort_same_batch"] = ratio(cell["images_per_s"], same["images_per_s"])
+    cell["ratio_to_ort_same_batch_sweep"] = ratio(cell["images_per_s"], swept["images_per_s"])
+    cell["ratio_to_ort_ceiling"] = ratio(cell["images_per_s"], ceiling(ort_rows)["images_per_s"])
+    cell["cpu_efficiency_vs_ort"] = ratio(
+        same.get("cpu_ms_per_image"), cell.get("cpu_ms_per_image")
+    )
+    request = cell["images_per_request"]
+    single = paired if paired and paired["batch_size"] == request else row_at(ort_rows, request)
+    latency = cell["latency_ms"]
+    cell["ort_median_ms_request_batch"] = single["median_ms"]
+    cell["p50_over_ort_ms"] = (
+        None if latency["p50"] is None else latency["p50"] - single["median_ms"]
+    )
+    cell["p99_over_ort_ms"] = None if latency["p99"] is None else latency["p99"] - single["p99_ms"]
+    return cell
+
+
+def find_cell(
+    cells: list[dict], model: str, setting: str, concurrency: int, ipr: int
+) -> dict | None:
+    for cell in cells:
+        if (cell["model"], cell["setting"], cell["concurrency"], cell["images_per_request"]) == (
+            model,
+            setting,
+            concurrency,
+            ipr,
+        ) and not cell.get("skipped"):
+            return cell
+    return None
+
+
+def batching_gain(cells: list[dict], model: str, concurrency: int, ipr: int) -> float | None:
+    on = find_cell(cells, model, BATCHING, concurrency, ipr)
+    off = find_cell(cells, model, NO_BATCHING, concurrency, ipr)
+    if on is None or off is None:
+        return None
+    return ratio(on["images_per_s"], off["images_per_s"])
+
+
+def model_headline(model: str, cells: list[dict], ort_rows: list[dict] | None) -> dict:
+    """Best setting vs the ceiling, concurrency-1 latency vs raw, gain of batching."""
+    measured = [
+        c for c in cells if c["model"] == model and not c.get("skipped") and c["ok_requests"]
+    ]
+    best = max(measured, key=lambda c: c["images_per_s"], default=None)
+    single = row_at(ort_rows, 1) if ort_rows else None
+    headline = {
+        "best": None
+        if best is None
+        else {
+            key: best.get(key)
+            for key in (
+                "setting",
+                "concurrency",
+                "images_per_request",
+                "images_per_s",
+                "reference_batch_size",
+                "ort_images_per_s_same_batch",
+                "ratio_to_ort_same_batch",
+                "ratio_to_ort_ceiling",
+                "cpu_ms_per_image",
+                "cpu_efficiency_vs_ort",
+            )
+        },
+        "ort_ceiling": ceiling(ort_rows) if ort_rows else None,
+        "ort_single_image": single,
+        "concurrency_1": {},
+        "batching_gain": {},
+    }
+    for setting in (BATCHING, NO_BATCHING, TARGET):
+        cell = find_cell(cells, model, setting, 1, 1)
+        if cell is not None:
+            headline["concurrency_1"][setting] = {
+                "p50_ms": cell["latency_ms"]["p50"],
+                "p99_ms": cell["latency_ms"]["p99"],
+                "p50_over_ort_ms": cell.get("p50_over_ort_ms"),
+                "p99_over_ort_ms": cell.get("p99_over_ort_ms"),
+            }
+    for concurrency in sorted({c["concurrency"] for c in measured}):
+        for ipr in sorted({c["images_per_request"] for c in measured}):
+            gain = batching_gain(cells, model, concurrency, ipr)
+            if gain is not None:
+                headline["batching_gain"][f"c{concurrency}_x{ipr}"] = gain
+    return headline
+
+
+def targets(headlines: dict[str, dict]) -> list[dict]:
+    """The issue's three targets for scratch_cnn, each with its measured value (None: not run)."""
+    headline = headlines.get(TARGET_MODEL)
+    if headline is None:
+        return []
+    best = headline["best"] or {}
+    c1 = headline["concurrency_1"].get(BATCHING) or headline["concurrency_1"].get(TARGET) or {}
+    rows = [
+        (
+            "best setting / raw ONNX Runtime at the same batch size",
+            best.get("ratio_to_ort_same_batch"),
+            ">=",
+            CEILING_FRACTION_TARGET,
+        ),
+        (
+            "dynamic batching gain at concurrency 64, 1 image per request",
+            headline["batching_gain"].get("c64_x1"),
+            ">=",
+            BATCHING_GAIN_TARGET,
+        ),
+        (
+            "p50 at concurrency 1 minus raw single-image median (ms)",
+            c1.get("p50_over_ort_ms"),
+            "<=",
+            C1_OVERHEAD_TARGET_MS,
+        ),
+    ]
+    results = []
+    for name, value, sense, threshold in rows:
+        met = (
+            None if value is None else (value >= threshold if sense == ">=" else value <= threshold)
+        )
+        results.append(
+            {
+                "model": TARGET_MODEL,
+                "target": name,
+                "value": value,
+                "sense": sense,
+                "threshold": threshold,
+                "met": met,
+            }
+        )
+    return results
+
+
+def client_cost(cells: list[dict]) -> dict | None:
+    """What the no-op model shows: the request rate client + transport + server plumbing allow."""
+    noop = [
+        c for c in cells if c["model"] == NOOP_MODEL and not c.get("skipped") and c["ok_requests"]
+    ]
+    if not noop:
+        return None
+    fastest = max(noop, key=lambda c: c["requests_per_s"])
+    c1 = [c for c in noop if c["concurrency"] == 1 and c["images_per_request"] == 1]
+    return {
+        "max_requests_per_s": fastest["requests_per_s"],
+        "at": {k: fastest[k] for k in ("setting", "concurrency", "images_per_request")},
+        "client_cpu_ms_per_request": fastest["client_cpu_ms_per_request"],
+        "p50_ms_concurrency_1": c1[0]["latency_ms"]["p50"] if c1 else None,
+    }

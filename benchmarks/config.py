@@ -1,0 +1,50 @@
+"""Every default of the benchmarks, in one place."""
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from common.contract import DEFAULT_OUTPUT
+from common.repository import REPOSITORY_FOLDER
+
+DEFAULT_REPOSITORY = Path(DEFAULT_OUTPUT) / REPOSITORY_FOLDER
+DEFAULT_VALIDATION_FILE = Path(DEFAULT_OUTPUT) / "validation_images.npz"
+RESULTS_DIR = Path("benchmarks/results")
+NOOP_MODEL = "noop"
+HEALTH_SERVICE = "digits.v1.DigitClassifier"
+CLASSIFY_METHOD = "/digits.v1.DigitClassifier/Classify"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """What `python -m benchmarks.latency` measures, and for how long."""
+
+    concurrencies: tuple[int, ...] = (1, 4, 16, 64)
+    images_per_request: tuple[int, ...] = (1, 8)
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    warmup_s: float = 1.0
+    duration_s: float = 5.0
+    reference_seconds: float = 1.0  # per batch size, per format
+    reference_min_runs: int = 3
+    paired_reference_s: float = 1.0  # raw ORT at the cell's batch size, just before each cell
+    max_expected_latency_s: float = 10.0  # cells expected to be slower than this are skipped
+    request_timeout_s: float = 60.0
+    server_start_timeout_s: float = 180.0
+    max_batch_size: int = 64
+    payload: str = "png"  # what the load generator sends: "png" (encoded) or "raw" (uint8)
+    distinct_requests: int = 8  # the load generator cycles through this many prepared requests
+
+
+QUICK = dict(
+    concurrencies=(1, 16),
+    warmup_s=0.3,
+    duration_s=1.5,
+    reference_seconds=0.3,
+    paired_reference_s=0.3,
+    max_expected_latency_s=3.0,
+)
+
+
+def quick(config: LatencyConfig) -> LatencyConfig:
+    """The `--quick` variant: fewer, shorter cells (a smoke run, not figures to quote)."""
+    return replace(config, **QUICK)

@@ -1,0 +1,155 @@
+"""Closed-loop gRPC load generator (grpc.aio): `concurrency` callers, each sending its next
+request as soon as the previous reply arrives, first for a warm-up, then for a measured window.
+
+Requests are serialised beforehand, so the client spends its time on the transport only;
+its CPU time is measured per cell all the same (client and server share the machine).
+"""
+
+import asyncio
+import itertools
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from benchmarks.config import CLASSIFY_METHOD, MAX_MESSAGE_BYTES
+from benchmarks.stats import latency_summary
+from protos.digits.v1 import digits_pb2
+
+OK = "OK"
+BAD_RESPONSE = "BAD_RESPONSE"  # a reply whose prediction count does not match the request
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement: a model driven at one concurrency with one request size."""
+
+    model: str
+    concurrency: int
+    images_per_request: int
+    warmup_s: float
+    duration_s: float
+
+
+@dataclass
+class Window:
+    """The measured interval on the perf_counter clock; replies completing inside it count."""
+
+    start: float
+    end: float
+
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of another process, from /proc (None where unavailable)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def caller(
+    call: grpc.aio.UnaryUnaryMultiCallable,
+    requests: list[bytes],
+    images_per_request: int,
+    first: int,
+    window: Window,
+    timeout_s: float,
+    records: list[tuple[float, str]],
+) -> None:
+    """Send requests back to back until the window ends; record (latency, code) of replies
+    that complete inside the window."""
+    for index in itertools.count(first):
+        start = time.perf_counter()
+        if start >= window.end:
+            return
+        try:
+            reply = await call(requests[index % len(requests)], timeout=timeout_s)
+            response = digits_pb2.ClassifyResponse.FromString(reply)
+            code = OK if len(response.predictions) == images_per_request else BAD_RESPONSE
+        except grpc.aio.AioRpcError as error:
+            code = error.code().name
+        end = time.perf_counter()
+        if window.start <= end <= window.end:
+            records.append((end - start, code))
+
+
+async def run_cell_async(
+    target: str,
+    cell: Cell,
+    requests: list[bytes],
+    timeout_s: float = 60.0,
+    server_pid: int | None = None,
+) -> dict:
+    """Drive one cell and summarise it (throughput, latency percentiles, errors by code, CPU)."""
+    async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+        await asyncio.wait_for(channel.channel_ready(), timeout=timeout_s)
+        call = channel.unary_unary(CLASSIFY_METHOD)
+        now = time.perf_counter()
+        window = Window(now + cell.warmup_s, now + cell.warmup_s + cell.duration_s)
+        records: list[tuple[float, str]] = []
+        tasks = [
+            asyncio.create_task(
+                caller(call, requests, cell.images_per_request, k, window, timeout_s, records)
+            )
+            for k in range(cell.concurrency)
+        ]
+        await asyncio.sleep(max(0.0, window.start - time.perf_counter()))
+        cpu = (time.process_time(), process_cpu_seconds(server_pid))
+        await asyncio.sleep(max(0.0, window.end - time.perf_counter()))
+        cpu_end = (time.process_time(), process_cpu_seconds(server_pid))
+        for task in tasks:  # callers still waiting on a reply are abandoned (and cancelled)
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return summarise(cell, records, cpu, cpu_end)
+
+
+def summarise(
+    cell: Cell,
+    records: list[tuple[float, str]],
+    cpu_start: tuple[float, float | None],
+    cpu_end: tuple[float, float | None],
+) -> dict:
+    ok_latencies = [latency for latency, code in records if code == OK]
+    errors = Counter(code for _, code in records if code != OK)
+    client_cpu = cpu_end[0] - cpu_start[0]
+    server_cpu = None if None in (cpu_start[1], cpu_end[1]) else cpu_end[1] - cpu_start[1]
+    return {
+        "model": cell.model,
+        "concurrency": cell.concurrency,
+        "images_per_request": cell.images_per_request,
+        "warmup_s": cell.warmup_s,
+        "duration_s": cell.duration_s,
+        "requests": len(records),
+        "ok_requests": len(ok_latencies),
+        "images_per_s": len(ok_latencies) * cell.images_per_request / cell.duration_s,
+        "requests_per_s": len(ok_latencies) / cell.duration_s,
+        "latency_ms": latency_summary(ok_latencies),
+        "errors": dict(sorted(errors.items())),
+        "client_cpu_s": client_cpu,
+        "client_cpu_ms_per_request": 1000 * client_cpu / len(records) if records else None,
+        "server_cpu_s": server_cpu,
+        "cpu_ms_per_image": None
+        if server_cpu is None or not ok_latencies
+        else 1000 * (client_cpu + server_cpu) / (len(ok_latencies) * cell.images_per_request),
+    }
+
+
+def run_cell(
+    target: str,
+    cell: Cell,
+    requests: list[bytes],
+    timeout_s: float = 60.0,
+    server_pid: int | None = None,
+) -> dict:
+    """Synchronous entry point: one event loop per cell, so cells cannot leak into each other."""
+    return asyncio.run(run_cell_async(target, cell, requests, timeout_s, server_pid))

@@ -1,0 +1,129 @@
+"""PNG figures: latency against throughput per setting, reference batch-size scaling,
+confusion matrices. Matplotlib's Agg backend: no display needed."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks.references import ceiling  # noqa: E402
+
+
+def save(figure: plt.Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def latency_vs_throughput(cells: list[dict], references: dict, path: Path) -> Path:
+    """One panel per model: p50 (solid) and p99 (dashed) against images/s, one curve per
+    setting x images per request, points in concurrency order; dotted: raw ORT ceiling."""
+    models = list(dict.fromkeys(cell["model"] for cell in cells))
+    figure, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.5), squeeze=False)
+    for axis, model in zip(axes[0], models, strict=True):
+        curves = sorted(
+            {(c["setting"], c["images_per_request"]) for c in cells if c["model"] == model}
+        )
+        for index, (setting, ipr) in enumerate(curves):
+            points = sorted(
+                (
+                    c
+                    for c in cells
+                    if (c["model"], c["setting"], c["images_per_request"]) == (model, setting, ipr)
+                    and not c.get("skipped")
+                    and c["ok_requests"]
+                ),
+                key=lambda c: c["concurrency"],
+            )
+            if not points:
+                continue
+            x = [c["images_per_s"] for c in points]
+            color = f"C{index}"
+            label = f"{setting.replace('_', ' ')}, {ipr} img/req"
+            axis.plot(
+                x, [c["latency_ms"]["p50"] for c in points], "o-", color=color, label=f"{label} p50"
+            )
+            axis.plot(
+                x,
+                [c["latency_ms"]["p99"] for c in points],
+                "x--",
+                color=color,
+                label=f"{label} p99",
+            )
+            for c in points:
+                axis.annotate(
+                    f"c{c['concurrency']}",
+                    (c["images_per_s"], c["latency_ms"]["p50"]),
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                    fontsize=7,
+                )
+        ort_rows = references.get(model, {}).get("onnxruntime")
+        if ort_rows:
+            axis.axvline(
+                ceiling(ort_rows)["images_per_s"],
+                color="gray",
+                linestyle=":",
+                label="raw ONNX Runtime ceiling",
+            )
+        axis.set(title=model, xlabel="throughput (images/s)", ylabel="latency (ms)", yscale="log")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    return save(figure, path)
+
+
+def reference_scaling(references: dict, path: Path) -> Path:
+    """Per model: images/s and median latency against batch size, ONNX Runtime vs SavedModel."""
+    models = [model for model, rows in references.items() if rows]
+    figure, axes = plt.subplots(2, len(models), figsize=(5 * len(models), 7), squeeze=False)
+    for column, model in enumerate(models):
+        for runtime, rows in references[model].items():
+            if not rows or runtime == "onnxruntime":  # the per-batch best of the two ORT rows
+                continue
+            sizes = [row["batch_size"] for row in rows]
+            axes[0][column].plot(sizes, [row["images_per_s"] for row in rows], "o-", label=runtime)
+            axes[1][column].plot(sizes, [row["median_ms"] for row in rows], "o-", label=runtime)
+        axes[0][column].set(title=model, ylabel="images/s", xscale="log")
+        axes[1][column].set(
+            xlabel="batch size", ylabel="median latency (ms)", xscale="log", yscale="log"
+        )
+        for axis in axes[:, column]:
+            axis.set_xscale("log", base=2)
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=8)
+    return save(figure, path)
+
+
+def confusion_matrices(
+    matrices: dict[str, np.ndarray], labels: list[str], title: str, path: Path
+) -> Path:
+    """Side-by-side confusion matrices (rows: true class, columns: predicted), one per format."""
+    figure, axes = plt.subplots(1, len(matrices), figsize=(3.6 * len(matrices), 3.6), squeeze=False)
+    for axis, (name, matrix) in zip(axes[0], matrices.items(), strict=True):
+        matrix = np.asarray(matrix)
+        axis.imshow(matrix, cmap="Blues")
+        for (row, column), value in np.ndenumerate(matrix):
+            dark = value > matrix.max() / 2
+            axis.text(
+                column,
+                row,
+                str(value),
+                ha="center",
+                va="center",
+                color="white" if dark else "black",
+            )
+        axis.set(
+            title=name,
+            xlabel="predicted",
+            ylabel="true",
+            xticks=range(len(labels)),
+            yticks=range(len(labels)),
+            xticklabels=labels,
+            yticklabels=labels,
+        )
+    figure.suptitle(title, fontsize=10)
+    return save(figure, path)

@@ -1,0 +1,192 @@
+"""Writing results: JSON (strict: no NaN) and a markdown summary of the latency run."""
+
+import json
+from pathlib import Path
+
+
+def write_json(data: dict, path: Path) -> Path:
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
+    """A number for a table cell; '-' when it was not measured."""
+    return "-" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f} %"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def machine_lines(machine: dict) -> list[str]:
+    libraries = ", ".join(f"{k} {v}" for k, v in machine["libraries"].items())
+    return [
+        f"- CPU: {machine['cpu_model']}, {machine['usable_cores']} usable cores "
+        f"({machine['logical_cores']} logical), {machine['memory_gib']} GiB",
+        f"- GPU: {', '.join(machine['gpus']) or 'none (no GPU figure was measured)'}",
+        f"- ONNX Runtime providers: {', '.join(machine['onnxruntime_providers'])}",
+        f"- load average at start / end: {machine.get('load_average_at_start')} / "
+        f"{machine.get('load_average_at_end')}",
+        f"- {libraries}",
+    ]
+
+
+def headline_rows(headlines: dict) -> list[list[str]]:
+    rows = []
+    for model, h in headlines.items():
+        best = h["best"] or {}
+        single = h["ort_single_image"] or {}
+        c1 = h["concurrency_1"]
+        on, off = c1.get("batching") or c1.get("target") or {}, c1.get("no_batching") or {}
+        gains = h["batching_gain"]
+        setting = f"{best.get('setting', '-')} c{best.get('concurrency', '-')}"
+        setting += f" x{best.get('images_per_request', '-')}"
+        same_batch = f"batch {best.get('reference_batch_size', '-')}"
+        rows.append(
+            [
+                model,
+                setting,
+                fmt(best.get("images_per_s")),
+                f"{pct(best.get('ratio_to_ort_same_batch'))} ({same_batch})",
+                pct(best.get("ratio_to_ort_ceiling")),
+                f"{fmt(on.get('p50_ms'), 2)} / {fmt(on.get('p99_ms'), 2)}",
+                f"{fmt(off.get('p50_ms'), 2)} / {fmt(off.get('p99_ms'), 2)}",
+                f"{fmt(single.get('median_ms'), 2)} / {fmt(single.get('p99_ms'), 2)}",
+                fmt(gains.get("c16_x1"), 2, "x"),
+                fmt(gains.get("c64_x1"), 2, "x"),
+            ]
+        )
+    return rows
+
+
+REFERENCE_COLUMNS = {
+    "onnxruntime_defaults": "ORT defaults",
+    "onnxruntime_server_options": "ORT server options",
+    "savedmodel": "SavedModel",
+}
+
+
+def reference_table(rows_by_runtime: dict) -> list[str]:
+    """batch | per runtime: median / p99 ms and images/s."""
+    runtimes = [name for name in REFERENCE_COLUMNS if rows_by_runtime.get(name)]
+    by_size = {name: {r["batch_size"]: r for r in rows_by_runtime[name]} for name in runtimes}
+    sizes = sorted({size for rows in by_size.values() for size in rows})
+    header = ["batch"]
+    for name in runtimes:
+        header += [f"{REFERENCE_COLUMNS[name]} median / p99 ms", f"{REFERENCE_COLUMNS[name]} img/s"]
+    rows = []
+    for size in sizes:
+        row = [str(size)]
+        for name in runtimes:
+            r = by_size[name].get(size, {})
+            row += [f"{fmt(r.get('median_ms'), 2)} / {fmt(r.get('p99_ms'), 2)}",
+                    fmt(r.get("images_per_s"))]  # fmt: skip
+        rows.append(row)
+    return table(header, rows)
+
+
+def cell_rows(cells: list[dict]) -> list[list[str]]:
+    rows = []
+    for c in cells:
+        head = [c["setting"], str(c["concurrency"]), str(c["images_per_request"])]
+        if c.get("skipped"):
+            rows.append(head + [f"skipped: {c['skipped']}"] + [""] * 10)
+            continue
+        latency = c["latency_ms"]
+        errors = ", ".join(f"{k} {v}" for k, v in c["errors"].items()) or "0"
+        rows.append(
+            head
+            + [
+                fmt(c["images_per_s"]),
+                fmt(c["requests_per_s"]),
+                fmt(latency["p50"], 2),
+                fmt(latency["p90"], 2),
+                fmt(latency["p99"], 2),
+                fmt(latency["max"], 2),
+                errors,
+                f"{pct(c.get('ratio_to_ort_same_batch'))} (b{c.get('reference_batch_size', '-')})",
+                f"{pct(c.get('client_cpu_share'))} / {pct(c.get('server_cpu_share'))}",
+                f"{fmt(c.get('cpu_ms_per_image'), 2)} ({pct(c.get('cpu_efficiency_vs_ort'))})",
+            ]
+        )
+    return rows
+
+
+def latency_markdown(results: dict) -> str:
+    """The run as a readable page: notes, machine, headline, targets, references, every cell."""
+    lines = [f"# Latency and throughput: {results['run_name']}", ""]
+    lines += [f"- {note}" for note in results["notes"]] + ["", "## Machine", ""]
+    lines += machine_lines(results["machine"]) + ["", "## Headline", ""]
+    lines += table(
+        [
+            "model",
+            "best setting",
+            "images/s",
+            "of raw ORT, same batch",
+            "of raw ORT ceiling",
+            "c=1 p50/p99 ms (batching)",
+            "c=1 p50/p99 ms (no batching)",
+            "raw ORT batch-1 median/p99 ms",
+            "batching gain c16",
+            "batching gain c64",
+        ],
+        headline_rows(results["headline"]),
+    )
+    if results["targets"]:
+        lines += ["", "## Targets", ""]
+        lines += table(
+            ["model", "target", "measured", "threshold", "met"],
+            [
+                [
+                    t["model"],
+                    t["target"],
+                    fmt(t["value"], 2),
+                    f"{t['sense']} {t['threshold']}",
+                    {True: "yes", False: "NO", None: "not measured"}[t["met"]],
+                ]
+                for t in results["targets"]
+            ],
+        )
+    cost = results.get("client_cost")
+    if cost:
+        lines += ["", "## Client and transport cost (no-op model)", ""]
+        lines += [
+            f"- at most {fmt(cost['max_requests_per_s'])} requests/s through the whole path "
+            f"({cost['at']['setting']}, concurrency {cost['at']['concurrency']}, "
+            f"{cost['at']['images_per_request']} image(s)/request), the client spending "
+            f"{fmt(cost['client_cpu_ms_per_request'], 3)} ms CPU per request;",
+            f"- p50 at concurrency 1: {fmt(cost['p50_ms_concurrency_1'], 3)} ms "
+            "(a request that does no inference).",
+        ]
+    lines += ["", "## References (in-process, same machine, same run)", ""]
+    for model, rows_by_runtime in results["references"].items():
+        lines += [f"### {model}", ""]
+        lines += reference_table(rows_by_runtime) + [""]
+    lines += ["## Server cells", ""]
+    for model in dict.fromkeys(cell["model"] for cell in results["cells"]):
+        lines += [f"### {model}", ""]
+        lines += table(
+            [
+                "setting",
+                "concurrency",
+                "images/request",
+                "images/s",
+                "requests/s",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "max ms",
+                "errors",
+                "of raw ORT (batch)",
+                "CPU client / server",
+                "CPU ms/image (raw ORT's / this)",
+            ],
+            cell_rows([c for c in results["cells"] if c["model"] == model]),
+        ) + [""]
+    lines += ["## Figures", ""] + [f"![{name}]({name})" for name in results["figures"]]
+    return "\n".join(lines) + "\n"
