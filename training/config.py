@@ -1,0 +1,40 @@
+"""Every setting of a training run, in one place (the CLI fills it, tests build it)."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.contract import DEFAULT_OUTPUT, MODEL_NAMES
+
+BASE_WEIGHTS_CHOICES = ("auto", "imagenet")  # or a path to a local VGG16 notop .h5
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Fallback backbone: VGG16 trained on the bundled digits 3-9 at a small input size."""
+
+    image_size: int = 32
+    per_class: int = 600  # samples per digit 3..9 (7 classes); 0 = all
+    epochs: int = 4
+    batch_size: int = 64
+    learning_rate: float = 2e-4
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data_dir: Path | None = None  # None: the bundled digits, materialised under cache_dir
+    output_dir: Path = Path(DEFAULT_OUTPUT)
+    cache_dir: Path = Path("data")  # materialised digits and fallback backbones (git-ignored)
+    models: tuple[str, ...] = MODEL_NAMES
+    epochs: int = 10  # at most, per model and per fine-tuning phase (early stopping)
+    batch_size: int = 32
+    seed: int = 1337
+    validation_fraction: float = 0.2
+    base_weights: str = "auto"  # "auto" | "imagenet" | path to a VGG16 notop .h5
+    skip_bad_files: bool = False  # corrupt/non-image files: fatal unless set
+    limit_per_class: int = 0  # 0 = every image; >0 = a small deterministic subset (tests)
+    export: bool = True
+    verbose: int = 1  # Keras progress bars (2 = one line per epoch)
+    learning_rate: float = 1e-3  # scratch CNN, and the VGG16 head in phase 1
+    finetune_learning_rate: float = 1e-5  # VGG16 phase 2 (block5 unfrozen)
+    early_stopping_patience: int = 3
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)

@@ -1,0 +1,32 @@
+"""tf.data pipelines over the in-memory uint8 splits (the data set is small)."""
+
+import numpy as np
+import tensorflow as tf
+
+from training.augment import augment_batches
+
+
+def _as_float_batches(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
+    """(uint8 [N, H, W], int64 [N]) slices to be cast to the model's float32 [H, W, 1]."""
+    return tf.data.Dataset.from_tensor_slices((images[..., np.newaxis], labels))
+
+
+def _cast(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return tf.cast(images, tf.float32), labels
+
+
+def training_dataset(
+    images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int
+) -> tf.data.Dataset:
+    """Shuffled (seeded, reshuffled each epoch), batched, augmented."""
+    dataset = _as_float_batches(images, labels).shuffle(
+        len(images), seed=seed, reshuffle_each_iteration=True
+    )
+    dataset = dataset.batch(batch_size).map(_cast, num_parallel_calls=tf.data.AUTOTUNE)
+    return augment_batches(dataset, seed).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluation_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    """In order, batched, never augmented."""
+    dataset = _as_float_batches(images, labels).batch(batch_size)
+    return dataset.map(_cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

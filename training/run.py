@@ -1,0 +1,152 @@
+"""Train scratch_cnn and vgg16_finetuned on handwritten digits 0/1/2, report, export.
+
+Usage: python -m training.run [--data-dir DIR] [--output DIR] [--models a,b] [--epochs N]
+
+Without --data-dir, the bundled digits are written once as a Hand_written_digits folder
+of PNGs under --cache-dir and read back through the same code path as a user's folder.
+"""
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from common.cli import UserError, run_cli
+from common.contract import DATASET_FOLDER, MODEL_NAMES
+from training.bundled.materialise import materialise_bundled_digits
+from training.config import BASE_WEIGHTS_CHOICES, PretrainConfig, TrainConfig
+from training.data import load_dataset
+
+
+def prepare_output_dir(path: Path) -> None:
+    """Create the output folder and prove it is writable, before any slow work."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: output path exists and is not a folder")
+    try:
+        for folder in (path, path / "keras", path / "report", path / "checkpoints"):
+            folder.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"{path}: output folder not writable ({error.strerror or error})") from None
+
+
+def check_base_weights(config: TrainConfig) -> None:
+    if "vgg16_finetuned" not in config.models or config.base_weights in BASE_WEIGHTS_CHOICES:
+        return
+    if not Path(config.base_weights).is_file():
+        raise UserError(f"{config.base_weights}: VGG16 weights file not found")
+
+
+def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
+    """The whole job; returns the summary of every model in the output folder.
+
+    Inputs are checked before TensorFlow is imported, so a user error answers at once.
+    """
+    check_base_weights(config)
+    prepare_output_dir(config.output_dir)
+    data_dir = config.data_dir or materialise_bundled_digits(config.cache_dir)
+    train, validation = load_dataset(
+        data_dir,
+        config.validation_fraction,
+        config.seed,
+        config.skip_bad_files,
+        config.limit_per_class,
+    )
+    print(
+        f"data: {data_dir}: {len(train.labels)} training and {len(validation.labels)} "
+        f"validation images ({len(train.labels) + len(validation.labels)} in all)"
+    )
+    from training.trainers import train_all
+
+    summary = train_all(config, data_dir, train, validation, list(extra_callbacks or []))
+    if config.export:
+        from export.publish import export_trained_models
+
+        published = export_trained_models(config.output_dir, list(config.models))
+        for name, folder in published.items():
+            print(f"exported {name}: {folder}")
+    return summary
+
+
+def _models(value: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = [name for name in names if name not in MODEL_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown model {', '.join(unknown) or '(none)'}; choose from {', '.join(MODEL_NAMES)}"
+        )
+    return names
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return number
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    defaults, pretrain = TrainConfig(), PretrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m training.run",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--data-dir", type=Path, help=f"a {DATASET_FOLDER} folder (default: bundled digits)")
+    add("--output", type=Path, default=defaults.output_dir, help="output folder")
+    add("--models", type=_models, default=defaults.models, help="comma-separated subset")
+    add("--epochs", type=_positive, default=defaults.epochs, help="max epochs per model/phase")
+    add("--batch-size", type=_positive, default=defaults.batch_size)
+    add("--seed", type=int, default=defaults.seed)
+    add(
+        "--base-weights",
+        default=defaults.base_weights,
+        help="VGG16 backbone: auto (ImageNet, else the digits 3-9 fallback), imagenet, "
+        "or PATH to a local vgg16 notop .h5",
+    )
+    add("--no-export", action="store_true", help="skip publishing to DIR/model_repository")
+    add("--skip-bad-files", action="store_true", help="skip unreadable images (default: fatal)")
+    add("--cache-dir", type=Path, default=defaults.cache_dir, help="bundled data + backbones")
+    add("--limit-per-class", type=int, default=0, help="use at most N images per class (0=all)")
+    add("--pretrain-size", type=_positive, default=pretrain.image_size, help="fallback px")
+    add("--pretrain-per-class", type=int, default=pretrain.per_class, help="0 = all")
+    add("--pretrain-epochs", type=_positive, default=pretrain.epochs)
+    add("--verbose", type=int, choices=(0, 1, 2), default=defaults.verbose, help="Keras")
+    args = parser.parse_args(argv)
+    return replace(
+        defaults,
+        data_dir=args.data_dir,
+        output_dir=args.output,
+        cache_dir=args.cache_dir,
+        models=args.models,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        base_weights=args.base_weights,
+        skip_bad_files=args.skip_bad_files,
+        limit_per_class=args.limit_per_class,
+        export=not args.no_export,
+        verbose=args.verbose,
+        pretrain=replace(
+            pretrain,
+            image_size=args.pretrain_size,
+            per_class=args.pretrain_per_class,
+            epochs=args.pretrain_epochs,
+        ),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    start = time.perf_counter()
+    run(config)
+    print(f"done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,105 @@
+"""Fitting with Keras callbacks: early stopping, checkpoints, LR schedule, resumable runs.
+
+Each training phase works in its own folder under DIR/checkpoints/<model>/. An interrupted
+fit resumes at the epoch where it stopped (BackupAndRestore); a phase that completed is
+not repeated (its best weights and history are kept until the whole model is done).
+"""
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tensorflow as tf
+import tf_keras as keras
+
+MONITOR = "val_loss"
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+
+
+@dataclass(frozen=True)
+class PhaseSettings:
+    name: str  # "train" (scratch_cnn), "phase1" / "phase2" (vgg16_finetuned)
+    epochs: int
+    learning_rate: float
+    patience: int
+    verbose: int
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds the epoch's wall time to the logs, so that CSVLogger records it."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["seconds"] = time.perf_counter() - self._start
+
+
+def phase_callbacks(workdir: Path, settings: PhaseSettings) -> list[keras.callbacks.Callback]:
+    return [
+        keras.callbacks.BackupAndRestore(str(workdir / "backup")),
+        EpochTimer(),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor=MONITOR, factor=0.3, patience=1, min_lr=settings.learning_rate / 100
+        ),
+        keras.callbacks.EarlyStopping(
+            monitor=MONITOR, patience=settings.patience, restore_best_weights=True, verbose=1
+        ),
+        keras.callbacks.ModelCheckpoint(
+            str(workdir / "best.weights.h5"),
+            monitor=MONITOR,
+            save_best_only=True,
+            save_weights_only=True,
+        ),
+        keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=True),
+    ]
+
+
+def read_history(csv_path: Path, phase: str) -> list[dict]:
+    """CSVLogger rows, one per epoch (a row re-written after a resume replaces the old one)."""
+    rows: dict[int, dict] = {}
+    with open(csv_path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            epoch = int(row["epoch"])
+            rows[epoch] = {"phase": phase, "epoch": epoch + 1} | {
+                key: float(row[key]) for key in HISTORY_KEYS if row.get(key) not in (None, "")
+            }
+    return [rows[epoch] for epoch in sorted(rows)]
+
+
+def fit_phase(
+    model: keras.Model,
+    train_data: tf.data.Dataset,
+    validation_data: tf.data.Dataset,
+    workdir: Path,
+    settings: PhaseSettings,
+    extra_callbacks: list[keras.callbacks.Callback] | None = None,
+) -> list[dict]:
+    """Compile and fit one phase (or reload it if it completed earlier); its epoch history."""
+    workdir = Path(workdir) / settings.name
+    done = workdir / "done.json"
+    if done.is_file():
+        print(f"{model.name}: {settings.name} already completed, reloading its best weights")
+        model.load_weights(str(workdir / "best.weights.h5"))
+        return json.loads(done.read_text())["history"]
+    workdir.mkdir(parents=True, exist_ok=True)
+    model.compile(
+        optimizer=keras.optimizers.Adam(settings.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    model.fit(
+        train_data,
+        validation_data=validation_data,
+        epochs=settings.epochs,
+        callbacks=phase_callbacks(workdir, settings) + list(extra_callbacks or []),
+        verbose=settings.verbose,
+    )
+    # EarlyStopping restored the best weights; keep them in the checkpoint the reload uses.
+    model.save_weights(str(workdir / "best.weights.h5"))
+    history = read_history(workdir / "history.csv", settings.name)
+    done.write_text(json.dumps({"history": history}, indent=2))
+    return history
