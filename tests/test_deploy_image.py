@@ -17,20 +17,25 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from common.contract import CLASS_LABELS, IMAGE_SIZE
 from protos.digits.v1 import digits_pb2, digits_pb2_grpc
-from tests.deploy_support import SERVER_DOCKERFILE, parse_dockerfile, substitute
+from tests.deploy_support import SERVER_DOCKERFILE, ImageConfig, parse_dockerfile, substitute
 
 MODEL = "tiny_cnn"
 IMAGE_VENV_BIN = "/opt/venv/bin"  # where the image's `python` lives (Dockerfile: PATH)
 START_SECONDS = 60
+CALLS = 20
 
 
 def tiny_model():
@@ -99,19 +104,6 @@ def health_check(command: list[str], env: dict[str, str]) -> subprocess.Complete
     return subprocess.run(command, env=env, cwd="/", capture_output=True, text=True, timeout=30)
 
 
-def wait_until_healthy(
-    server: subprocess.Popen, command: list[str], env: dict[str, str], log: Path
-) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"the server exited with {server.returncode}: {log.read_text()}")
-        if health_check(command, env).returncode == 0:
-            return
-        time.sleep(0.5)
-    pytest.fail(f"the image's health check did not pass within {START_SECONDS} s")
-
-
 def log_lines(output: str) -> list[dict]:
     """The JSON log lines of the server's output (other lines, if any, are skipped)."""
     lines = []
@@ -123,67 +115,159 @@ def log_lines(output: str) -> list[dict]:
     return [line for line in lines if isinstance(line, dict)]
 
 
-def test_image_command_starts_passes_health_check_and_classifies(repository, tmp_path):
+@dataclass
+class RunningImage:
+    """The image's command running as a local process."""
+
+    image: ImageConfig
+    env: dict[str, str]
+    stop_signal: str
+    log: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.env["DIGITS_PORT"])
+
+    @property
+    def metrics_port(self) -> int:
+        return int(self.env["DIGITS_METRICS_PORT"])
+
+    def start(self) -> None:
+        with self.log.open("w") as log_file:
+            self.process = subprocess.Popen(
+                self.image.command, env=self.env, cwd="/", stdout=log_file, stderr=subprocess.STDOUT
+            )
+
+    def wait_until_healthy(self) -> None:
+        """Run the image's HEALTHCHECK command until it passes, as Docker would."""
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the server exited with {self.process.returncode}: {self.output()}")
+            if health_check(self.image.healthcheck, self.env).returncode == 0:
+                return
+            time.sleep(0.5)
+        pytest.fail(f"the image's health check did not pass within {START_SECONDS} s")
+
+    def stop(self) -> int:
+        """Send the image's STOPSIGNAL and wait out the drain; the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(getattr(signal, self.stop_signal))
+        try:
+            return self.process.wait(timeout=float(self.env["DIGITS_GRACE_SECONDS"]) + 30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200
+            return response.read().decode()
+
+    def requests_answered(self) -> float:
+        families = text_string_to_metric_families(self.metrics())
+        return sum(
+            sample.value
+            for family in families
+            if family.name == "digits_requests"
+            for sample in family.samples
+            if sample.name.endswith("_total") and sample.labels.get("model") == MODEL
+        )
+
+
+@contextmanager
+def image_running(repository: Path, log: Path) -> Iterator[RunningImage]:
+    """The CPU server image's command with its own ENV; only address, ports, repository differ."""
     dockerfile = parse_dockerfile(SERVER_DOCKERFILE)
     image = dockerfile.image_config("server", {"FLAVOR": "cpu"})
-    stop_signal = next(
-        args for key, args in dockerfile.stage("server").instructions if key == "STOPSIGNAL"
-    )
-    port, metrics_port = free_port(), free_port()
-    env = container_environment(
-        image.env,
-        {
-            "DIGITS_HOST": "127.0.0.1",
-            "DIGITS_PORT": str(port),
-            "DIGITS_METRICS_PORT": str(metrics_port),
-            "DIGITS_MODEL_REPOSITORY": str(repository),
-        },
-    )
-    assert image.env["DIGITS_HOST"] == "0.0.0.0" and env["DIGITS_LOG_FORMAT"] == "json"
-
-    # Before the server runs, the image's health check fails (exit 1, one line).
-    refused = health_check(image.healthcheck, env)
-    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
-
-    log = tmp_path / "server.log"
-    with log.open("w") as log_file:
-        server = subprocess.Popen(
-            image.command, env=env, cwd="/", stdout=log_file, stderr=subprocess.STDOUT
-        )
+    (stop_signal,) = dockerfile.stage("server").all("STOPSIGNAL")
+    overrides = {
+        "DIGITS_HOST": "127.0.0.1",
+        "DIGITS_PORT": str(free_port()),
+        "DIGITS_METRICS_PORT": str(free_port()),
+        "DIGITS_MODEL_REPOSITORY": str(repository),
+    }
+    running = RunningImage(image, container_environment(image.env, overrides), stop_signal, log)
+    running.start()
     try:
-        wait_until_healthy(server, image.healthcheck, env, log)
+        running.wait_until_healthy()
+        yield running
+    finally:
+        running.stop()
 
-        rng = np.random.default_rng(1)
-        images = [rng.integers(0, 256, (28, 28), dtype=np.uint8) for _ in range(3)]
-        request = digits_pb2.ClassifyRequest(
-            model=MODEL, images=[digits_pb2.Image(encoded=png(p)) for p in images]
-        )
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            reply = digits_pb2_grpc.DigitClassifierStub(channel).Classify(request, timeout=30)
+
+def classify_request(count: int) -> digits_pb2.ClassifyRequest:
+    rng = np.random.default_rng(count)
+    images = [rng.integers(0, 256, (28, 28), dtype=np.uint8) for _ in range(count)]
+    return digits_pb2.ClassifyRequest(
+        model=MODEL, images=[digits_pb2.Image(encoded=png(p)) for p in images]
+    )
+
+
+def test_image_command_starts_passes_health_check_and_classifies(repository, tmp_path):
+    image = parse_dockerfile(SERVER_DOCKERFILE).image_config("server", {"FLAVOR": "cpu"})
+    assert image.env["DIGITS_HOST"] == "0.0.0.0" and image.env["DIGITS_LOG_FORMAT"] == "json"
+    with image_running(repository, tmp_path / "server.log") as server:
+        # The image's health check fails, with one line, where nothing listens.
+        elsewhere = server.env | {"DIGITS_PORT": str(free_port())}
+        refused = health_check(server.image.healthcheck, elsewhere)
+        assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            reply = digits_pb2_grpc.DigitClassifierStub(channel).Classify(
+                classify_request(3), timeout=30
+            )
         assert reply.model == MODEL and reply.version == 1
-        assert len(reply.predictions) == len(images)
+        assert len(reply.predictions) == 3
         for prediction in reply.predictions:
             probabilities = np.array(prediction.probabilities)
             assert probabilities.shape == (len(CLASS_LABELS),)
             assert abs(probabilities.sum() - 1) < 1e-4
             assert prediction.class_index == probabilities.argmax()
             assert prediction.label == CLASS_LABELS[prediction.class_index]
+        assert server.requests_answered() == 1
+        assert server.stop() == 0
 
-        url = f"http://127.0.0.1:{metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            assert response.status == 200
-            assert f'model="{MODEL}"' in response.read().decode()
-    finally:
-        server.send_signal(getattr(signal, stop_signal))
-        try:
-            server.wait(timeout=float(env["DIGITS_GRACE_SECONDS"]) + 30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-    output = log.read_text()
-    assert server.returncode == 0, output
+    output = server.output()
     started = [line for line in log_lines(output) if line.get("message") == "server started"]
     assert len(started) == 1, output
-    assert started[0]["host"] == "127.0.0.1" and started[0]["port"] == port
+    assert started[0]["host"] == "127.0.0.1" and started[0]["port"] == server.port
     assert MODEL in started[0]["models"]
+    assert any(line.get("message") == "server stopped" for line in log_lines(output)), output
+
+
+def test_round_robin_over_replicas_spreads_calls_pick_first_does_not(repository, tmp_path):
+    """What the headless Service gives clients: every replica's address (docs/deployment.md).
+
+    A channel with the round_robin policy over those addresses sends calls to every replica;
+    gRPC's default (pick_first) sends every call down one connection to one replica.
+    """
+    with (
+        image_running(repository, tmp_path / "a.log") as first,
+        image_running(repository, tmp_path / "b.log") as second,
+    ):
+        target = f"ipv4:127.0.0.1:{first.port},127.0.0.1:{second.port}"
+        request = classify_request(1)
+        with grpc.insecure_channel(target) as channel:  # pick_first
+            stub = digits_pb2_grpc.DigitClassifierStub(channel)
+            for _ in range(CALLS):
+                stub.Classify(request, timeout=30)
+        before = [first.requests_answered(), second.requests_answered()]
+        assert sorted(before) == [0, CALLS]
+
+        # round_robin: calls reach both replicas (the second may connect a moment later).
+        options = [("grpc.lb_policy_name", "round_robin")]
+        with grpc.insecure_channel(target, options=options) as channel:
+            stub = digits_pb2_grpc.DigitClassifierStub(channel)
+            for _ in range(10):
+                for _ in range(CALLS):
+                    stub.Classify(request, timeout=30)
+                after = [first.requests_answered(), second.requests_answered()]
+                if all(a > b for a, b in zip(after, before, strict=True)):
+                    break
+        assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
