@@ -30,7 +30,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.contract import CLASS_LABELS, IMAGE_SIZE
 from protos.digits.v1 import digits_pb2, digits_pb2_grpc
-from tests.deploy_support import SERVER_DOCKERFILE, ImageConfig, parse_dockerfile, substitute
+from tests.deploy_support import (
+    SERVER_DOCKERFILE,
+    TRAINING_DOCKERFILE,
+    ImageConfig,
+    parse_dockerfile,
+    substitute,
+)
 
 MODEL = "tiny_cnn"
 IMAGE_VENV_BIN = "/opt/venv/bin"  # where the image's `python` lives (Dockerfile: PATH)
@@ -271,3 +277,14 @@ def test_round_robin_over_replicas_spreads_calls_pick_first_does_not(repository,
                 if all(a > b for a, b in zip(after, before, strict=True)):
                     break
         assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
+
+
+def test_training_image_command_answers_help():
+    """The training image's entrypoint is a real command (training itself is not run here)."""
+    image = parse_dockerfile(TRAINING_DOCKERFILE).image_config("training", {})
+    env = container_environment(image.env, {})
+    result = subprocess.run(
+        [*image.command, "--help"], env=env, cwd="/", capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--data-dir" in result.stdout and "--output" in result.stdout
