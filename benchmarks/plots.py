@@ -72,7 +72,10 @@ def latency_vs_throughput(cells: list[dict], references: dict, path: Path) -> Pa
             )
         axis.set(title=model, xlabel="throughput (images/s)", ylabel="latency (ms)", yscale="log")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7)
+        else:
+            axis.text(0.5, 0.5, "no successful request", ha="center", transform=axis.transAxes)
     return save(figure, path)
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from common.contract import CLASS_LABELS
 from common.images import to_model_pixels
-from protos.digits.v1 import digits_pb2
+from serving.client import classify_request
 
 BUNDLED_DIGITS = Path(__file__).resolve().parents[1] / "training/bundled/mnist_digits.npz"
 
@@ -36,32 +36,17 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def image_message(pixels: np.ndarray, payload: str) -> digits_pb2.Image:
-    """One image as the client sends it: PNG-encoded, or raw uint8 pixels."""
-    if payload == "png":
-        return digits_pb2.Image(encoded=png_bytes(pixels))
-    height, width = pixels.shape
-    raw = digits_pb2.RawTensor(
-        dtype=digits_pb2.RawTensor.UINT8,
-        height=height,
-        width=width,
-        channels=1,
-        data=np.ascontiguousarray(pixels, dtype=np.uint8).tobytes(),
-    )
-    return digits_pb2.Image(raw=raw)
-
-
 def serialized_requests(
     model: str, pixels: np.ndarray, images_per_request: int, count: int, payload: str
 ) -> list[bytes]:
-    """`count` distinct ClassifyRequests, serialised once so the client does not pay for it."""
-    messages = [image_message(image, payload) for image in pixels]
+    """`count` distinct ClassifyRequests, serialised once so the client does not pay for it.
+    Images go as PNG bytes ("png") or raw uint8 arrays ("raw"), as serving.client sends them."""
+    images = [png_bytes(image) if payload == "png" else image for image in pixels]
     requests = []
     for index in range(count):
         chosen = [
-            messages[(index * images_per_request + k) % len(messages)]
+            images[(index * images_per_request + k) % len(images)]
             for k in range(images_per_request)
         ]
-        request = digits_pb2.ClassifyRequest(model=model, images=chosen)
-        requests.append(request.SerializeToString())
+        requests.append(classify_request(model, chosen).SerializeToString())
     return requests
