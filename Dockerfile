@@ -22,7 +22,7 @@ FROM ${CUDA_IMAGE} AS base-gpu
 # Ubuntu 24.04's Python 3.12; the base image tag pins the distribution and so its versions.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
 
 # ---- build: the package and its serving dependencies in a virtual environment ----
@@ -60,7 +60,8 @@ ARG MODEL_REPOSITORY=deploy/empty-model-repository
 RUN groupadd --gid 10001 digits \
     && useradd --uid 10001 --gid digits --no-create-home --shell /usr/sbin/nologin digits
 COPY --from=build /opt/venv /opt/venv
-COPY --chown=10001:10001 ${MODEL_REPOSITORY} /models
+# Owned by root: the server only reads its models.
+COPY ${MODEL_REPOSITORY} /models
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
