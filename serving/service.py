@@ -120,8 +120,9 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
                 extra={"model": request.model, "status": error.code.name, "reason": error.message},
             )
             raise
-        except asyncio.CancelledError:
-            status = grpc.StatusCode.CANCELLED
+        except asyncio.CancelledError:  # the caller gave up, or its deadline passed
+            expired = deadline is not None and asyncio.get_running_loop().time() >= deadline
+            status = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
             raise
         finally:
             self.metrics.observe_request(label, status.name, time.perf_counter() - start)

@@ -6,11 +6,16 @@ session copies the cache, so tests may add versions freely.
 """
 
 import asyncio
+import functools
 import hashlib
 import io
 import json
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -26,14 +31,13 @@ from serving.server import DigitServer
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"scratch_cnn": 1, "second_cnn": 2}  # name: weight seed
-# Files whose change changes the exported graphs, and so invalidates the cache.
-SOURCES = ("training/models.py", "export/publish.py", "tests/serving_support.py")
+FIXTURE_VERSION = b"1"  # bump when the builder below changes
 
 
 def cache_key() -> str:
-    digest = hashlib.sha256()
-    for name in SOURCES:
-        path = ROOT / name
+    """Changes with the sources that shape the exported graphs (model builders, export)."""
+    digest = hashlib.sha256(FIXTURE_VERSION)
+    for path in [ROOT / "training/models.py", *sorted((ROOT / "export").glob("*.py"))]:
         digest.update(path.read_bytes() if path.is_file() else b"-")
     return digest.hexdigest()[:16]
 
@@ -108,6 +112,9 @@ def cached_repository(cache_root: Path, destination: Path) -> Path:
         building = cache_root / f".building-{cache_key()}"
         shutil.rmtree(building, ignore_errors=True)
         build_repository(building)
+        for stale in cache_root.iterdir():
+            if stale != building:
+                shutil.rmtree(stale, ignore_errors=True)
         building.rename(cached)
     shutil.copytree(cached, destination)
     return destination
@@ -130,10 +137,15 @@ def add_version(repository: Path, name: str) -> int:
 # ---- images ---------------------------------------------------------------------------
 
 
+@functools.cache
+def bundled_digits() -> np.ndarray:
+    with np.load(ROOT / "training/bundled/mnist_digits.npz") as archive:
+        return archive["images"][:256]
+
+
 def digit_pixels(index: int) -> np.ndarray:
     """A real handwritten digit from the bundled archive, uint8 [100, 100], distinct per index."""
-    with np.load(ROOT / "training/bundled/mnist_digits.npz") as archive:
-        small = archive["images"][index]
+    small = bundled_digits()[index]
     return np.asarray(Image.fromarray(small).resize((IMAGE_SIZE, IMAGE_SIZE)))
 
 
@@ -221,3 +233,50 @@ class ServerThread:
         if self._loop is not None and self._stop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
+
+
+class ServerProcess:
+    """`python -m serving` as a child process; ready once it logs "server started"."""
+
+    def __init__(self, *args: str, env: dict | None = None):
+        self.args = [sys.executable, "-m", "serving", *args]
+        self.env = {**os.environ, **(env or {})}
+        self.lines: list[str] = []
+        self.started: dict | None = None
+        self._ready = threading.Event()
+        self.process: subprocess.Popen | None = None
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if "server started" in line:
+                self.started = json.loads(line) if line.startswith("{") else {"text": line}
+                self._ready.set()
+        self._ready.set()  # exited
+
+    def __enter__(self) -> "ServerProcess":
+        self.process = subprocess.Popen(
+            self.args,
+            cwd=ROOT,
+            env=self.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._ready.wait(60) or self.started is None:
+            self.process.kill()
+            raise RuntimeError(f"server did not start: {self.process.stderr.read()}")
+        return self
+
+    def messages(self) -> list[str]:
+        return [json.loads(line)["message"] for line in self.lines if line.startswith("{")]
+
+    def __exit__(self, *exc) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
