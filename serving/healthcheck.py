@@ -13,14 +13,14 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.cli import UserError, run_cli
+from common.cli import ArgumentParser, UserError, run_cli
 
 SERVICE_NAME = "digits.v1.DigitClassifier"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m serving.healthcheck",
         description="Exit 0 when the server answers SERVING on the gRPC health service, else 1.",
     )
@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--port",
         type=int,
-        default=int(env("DIGITS_PORT", "8500")),
+        default=env("DIGITS_PORT", "8500"),  # a string default goes through `type` too
         help="the server's gRPC port (env DIGITS_PORT) [8500]",
     )
     parser.add_argument(
@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout",
         type=float,
-        default=float(env("DIGITS_HEALTHCHECK_TIMEOUT", "3")),
+        default=env("DIGITS_HEALTHCHECK_TIMEOUT", "3"),
         help="seconds to wait for the answer (env DIGITS_HEALTHCHECK_TIMEOUT) [3]",
     )
     parser.add_argument(

@@ -1,5 +1,6 @@
 """`python -m serving.healthcheck` (the image's HEALTHCHECK) against a real gRPC health service."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -77,3 +78,15 @@ def test_missing_tls_certificate_is_a_user_error(tmp_path):
         result.stderr.startswith("error: TLS certificate not found")
         and "Traceback" not in result.stderr
     )
+
+
+def test_bad_port_variable_is_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.healthcheck"],
+        env={**os.environ, "DIGITS_PORT": "eighty"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: argument --port: invalid int value: 'eighty'"
