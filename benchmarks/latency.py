@@ -7,6 +7,7 @@ and the TF SavedModel measured in-process in the same run.
 """
 
 import argparse
+import shlex
 import sys
 import tempfile
 import time
@@ -38,7 +39,7 @@ from benchmarks.runtimes import (
     savedmodel_predict,
 )
 from benchmarks.samples import load_sample_pixels, serialized_requests
-from benchmarks.server import ServerProcess, require_serving, started_record
+from benchmarks.server import ServerProbe, ServerProcess, require_serving, started_record
 from common.cli import UserError, run_cli
 
 SCHEMA = "digits-benchmarks/latency/1"
@@ -109,6 +110,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--note", action="append", default=[], help="a note to write into the results (repeatable)"
+    )
+    parser.add_argument(
+        "--server-args",
+        default="",
+        help='extra flags for the servers this command starts, e.g. "--batch-delay-us 0"',
     )
     parser.add_argument("--quick", action="store_true", help="a short run: fewer, shorter cells")
     return parser.parse_args(argv)
@@ -202,7 +208,7 @@ def paired_reference(run: Run, cell: Cell, setting: str) -> dict | None:
 
 
 def drive(
-    run: Run, target: str, setting: str, models: list[str], server_pid: int | None
+    run: Run, target: str, setting: str, models: list[str], probe: ServerProbe | None
 ) -> list[dict]:
     """Every cell of every model against one server setting."""
     cells = []
@@ -228,7 +234,7 @@ def drive(
                     run.config.distinct_requests,
                     run.config.payload,
                 )
-                result = run_cell(target, cell, requests, run.config.request_timeout_s, server_pid)
+                result = run_cell(target, cell, requests, run.config.request_timeout_s, probe)
                 result["paired_ort"] = paired
                 run.progress.set_postfix(
                     img_s=f"{result['images_per_s']:.0f}",
@@ -298,10 +304,11 @@ def main(argv: list[str] | None = None) -> int:
                     log = output / f"server_{setting}.log"
                     batching = setting == analysis.BATCHING
                     limits = (config.max_batch_size, config.server_start_timeout_s)
-                    with ServerProcess(repository, batching, log, *limits) as server:
+                    extra = tuple(shlex.split(args.server_args))
+                    with ServerProcess(repository, batching, log, *limits, extra) as server:
                         started = started_record(log)
                         servers[setting] = {"command": server.command[1:], "started": started}
-                        cells += drive(run, server.target, setting, served, server.pid)
+                        cells += drive(run, server.target, setting, served, server.probe())
     machine["load_average_at_end"] = load_average()
 
     for cell in cells:

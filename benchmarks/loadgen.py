@@ -7,15 +7,14 @@ its CPU time is measured per cell all the same (client and server share the mach
 
 import asyncio
 import itertools
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 
 from benchmarks.config import CLASSIFY_METHOD, MAX_MESSAGE_BYTES
+from benchmarks.server import ServerProbe, server_deltas
 from benchmarks.stats import latency_summary
 from protos.digits.v1 import digits_pb2
 
@@ -44,17 +43,6 @@ class Window:
 
     start: float
     end: float
-
-
-def process_cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU seconds of another process, from /proc (None where unavailable)."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def caller(
@@ -88,9 +76,11 @@ async def run_cell_async(
     cell: Cell,
     requests: list[bytes],
     timeout_s: float = 60.0,
-    server_pid: int | None = None,
+    probe: ServerProbe | None = None,
 ) -> dict:
-    """Drive one cell and summarise it (throughput, latency percentiles, errors by code, CPU)."""
+    """Drive one cell and summarise it (throughput, latency percentiles, errors by code, CPU,
+    and what the server reports of its batches when it has a probe)."""
+    probe = probe or ServerProbe()
     async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
         await asyncio.wait_for(channel.channel_ready(), timeout=timeout_s)
         call = channel.unary_unary(CLASSIFY_METHOD)
@@ -104,25 +94,27 @@ async def run_cell_async(
             for k in range(cell.concurrency)
         ]
         await asyncio.sleep(max(0.0, window.start - time.perf_counter()))
-        cpu = (time.process_time(), process_cpu_seconds(server_pid))
+        start = (time.process_time(), await asyncio.to_thread(probe.snapshot))
         await asyncio.sleep(max(0.0, window.end - time.perf_counter()))
-        cpu_end = (time.process_time(), process_cpu_seconds(server_pid))
+        end = (time.process_time(), await asyncio.to_thread(probe.snapshot))
         for task in tasks:  # callers still waiting on a reply are abandoned (and cancelled)
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return summarise(cell, records, cpu, cpu_end)
+    return summarise(cell, records, start, end)
 
 
 def summarise(
     cell: Cell,
     records: list[tuple[float, str]],
-    cpu_start: tuple[float, float | None],
-    cpu_end: tuple[float, float | None],
+    start: tuple[float, dict],
+    end: tuple[float, dict],
 ) -> dict:
     ok_latencies = [latency for latency, code in records if code == OK]
     errors = Counter(code for _, code in records if code != OK)
-    client_cpu = cpu_end[0] - cpu_start[0]
-    server_cpu = None if None in (cpu_start[1], cpu_end[1]) else cpu_end[1] - cpu_start[1]
+    client_cpu = end[0] - start[0]
+    server = server_deltas(cell.model, start[1], end[1], cell.duration_s)
+    images = len(ok_latencies) * cell.images_per_request
+    server_cpu = server["server_cpu_s"]
     return {
         "model": cell.model,
         "concurrency": cell.concurrency,
@@ -131,16 +123,16 @@ def summarise(
         "duration_s": cell.duration_s,
         "requests": len(records),
         "ok_requests": len(ok_latencies),
-        "images_per_s": len(ok_latencies) * cell.images_per_request / cell.duration_s,
+        "images_per_s": images / cell.duration_s,
         "requests_per_s": len(ok_latencies) / cell.duration_s,
         "latency_ms": latency_summary(ok_latencies),
         "errors": dict(sorted(errors.items())),
         "client_cpu_s": client_cpu,
         "client_cpu_ms_per_request": 1000 * client_cpu / len(records) if records else None,
-        "server_cpu_s": server_cpu,
+        **server,
         "cpu_ms_per_image": None
-        if server_cpu is None or not ok_latencies
-        else 1000 * (client_cpu + server_cpu) / (len(ok_latencies) * cell.images_per_request),
+        if server_cpu is None or not images
+        else 1000 * (client_cpu + server_cpu) / images,
     }
 
 
@@ -149,7 +141,7 @@ def run_cell(
     cell: Cell,
     requests: list[bytes],
     timeout_s: float = 60.0,
-    server_pid: int | None = None,
+    probe: ServerProbe | None = None,
 ) -> dict:
     """Synchronous entry point: one event loop per cell, so cells cannot leak into each other."""
-    return asyncio.run(run_cell_async(target, cell, requests, timeout_s, server_pid))
+    return asyncio.run(run_cell_async(target, cell, requests, timeout_s, probe))

@@ -95,7 +95,7 @@ def cell_rows(cells: list[dict]) -> list[list[str]]:
     for c in cells:
         head = [c["setting"], str(c["concurrency"]), str(c["images_per_request"])]
         if c.get("skipped"):
-            rows.append(head + [f"skipped: {c['skipped']}"] + [""] * 10)
+            rows.append(head + [f"skipped: {c['skipped']}"] + [""] * 11)
             continue
         latency = c["latency_ms"]
         errors = ", ".join(f"{k} {v}" for k, v in c["errors"].items()) or "0"
@@ -112,6 +112,8 @@ def cell_rows(cells: list[dict]) -> list[list[str]]:
                 f"{pct(c.get('ratio_to_ort_same_batch'))} (b{c.get('reference_batch_size', '-')})",
                 f"{pct(c.get('client_cpu_share'))} / {pct(c.get('server_cpu_share'))}",
                 f"{fmt(c.get('cpu_ms_per_image'), 2)} ({pct(c.get('cpu_efficiency_vs_ort'))})",
+                f"{fmt(c.get('server_mean_batch_size'))} / "
+                f"{pct(c.get('server_inference_busy_share'))}",
             ]
         )
     return rows
@@ -185,6 +187,7 @@ def latency_markdown(results: dict) -> str:
                 "of raw ORT (batch)",
                 "CPU client / server",
                 "CPU ms/image (raw ORT's / this)",
+                "server batch / busy",
             ],
             cell_rows([c for c in results["cells"] if c["model"] == model]),
         ) + [""]

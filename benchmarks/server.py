@@ -1,14 +1,17 @@
 """The server under test: started here as a subprocess on loopback, or one already running."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.config import HEALTH_SERVICE
 from common.cli import UserError
@@ -71,6 +74,7 @@ class ServerProcess:
         extra_args: tuple[str, ...] = (),
     ):
         self.port = free_port()
+        self.metrics_port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.log_file = Path(log_file)
         self.start_timeout_s = start_timeout_s
@@ -85,7 +89,7 @@ class ServerProcess:
             "--port",
             str(self.port),
             "--metrics-port",
-            "0",
+            str(self.metrics_port),
             "--max-batch-size",
             str(max_batch_size),
             "--grace-seconds",
@@ -100,6 +104,9 @@ class ServerProcess:
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
+
+    def probe(self) -> "ServerProbe":
+        return ServerProbe(self.pid, f"http://127.0.0.1:{self.metrics_port}/metrics")
 
     def __enter__(self) -> "ServerProcess":
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -133,3 +140,69 @@ class ServerProcess:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+# Histograms of the server's /metrics read per cell (sum and count deltas, per model).
+BATCH_SIZE_METRIC = "digits_batch_size"
+INFERENCE_METRIC = "digits_inference_seconds"
+
+
+class ServerProbe:
+    """Snapshots of a server we started: its CPU time and its batching histograms."""
+
+    def __init__(self, pid: int | None = None, metrics_url: str | None = None):
+        self.pid = pid
+        self.metrics_url = metrics_url
+
+    def snapshot(self) -> dict:
+        return {"cpu_s": process_cpu_seconds(self.pid), "metrics": self.histograms()}
+
+    def histograms(self) -> dict[tuple[str, str, str], float]:
+        """{(metric, model, "sum" | "count"): value} for the batching histograms."""
+        if self.metrics_url is None:
+            return {}
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=2) as reply:
+                text = reply.read().decode()
+        except OSError:
+            return {}
+        values = {}
+        for family in text_string_to_metric_families(text):
+            if family.name not in (BATCH_SIZE_METRIC, INFERENCE_METRIC):
+                continue
+            for sample in family.samples:
+                kind = sample.name.removeprefix(family.name + "_")
+                if kind in ("sum", "count"):
+                    values[(family.name, sample.labels.get("model", ""), kind)] = sample.value
+        return values
+
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of another process, from /proc (None where unavailable)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_deltas(model: str, start: dict, end: dict, seconds: float) -> dict:
+    """What the server did during a window: CPU, ONNX Runtime runs, mean batch, busy share."""
+    cpu = None if None in (start["cpu_s"], end["cpu_s"]) else end["cpu_s"] - start["cpu_s"]
+
+    def delta(metric: str, kind: str) -> float | None:
+        key = (metric, model, kind)
+        if key not in end["metrics"]:
+            return None
+        return end["metrics"][key] - start["metrics"].get(key, 0.0)
+
+    runs, images = delta(BATCH_SIZE_METRIC, "count"), delta(BATCH_SIZE_METRIC, "sum")
+    busy = delta(INFERENCE_METRIC, "sum")
+    return {
+        "server_cpu_s": cpu,
+        "server_inference_runs": runs,
+        "server_mean_batch_size": images / runs if runs else None,
+        "server_inference_busy_share": None if busy is None else busy / seconds,
+    }

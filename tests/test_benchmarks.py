@@ -156,7 +156,7 @@ def test_load_generator_counts_errors_by_status(server: ServerProcess, repositor
     pixels, _ = load_sample_pixels(Path("absent.npz"), 4)
     requests = serialized_requests("no_such_model", pixels, 1, 2, "raw")
     result = run_cell(
-        server.target, Cell("no_such_model", 2, 1, 0.05, 0.3), requests, server_pid=server.pid
+        server.target, Cell("no_such_model", 2, 1, 0.05, 0.3), requests, probe=server.probe()
     )
     assert result["ok_requests"] == 0
     assert result["errors"]["NOT_FOUND"] == result["requests"] > 0
@@ -164,10 +164,11 @@ def test_load_generator_counts_errors_by_status(server: ServerProcess, repositor
 
     good = serialized_requests("scratch_cnn", pixels, 2, 2, "png")
     result = run_cell(
-        server.target, Cell("scratch_cnn", 1, 2, 0.05, 0.3), good, server_pid=server.pid
+        server.target, Cell("scratch_cnn", 1, 2, 0.05, 0.3), good, probe=server.probe()
     )
     assert result["ok_requests"] > 0 and result["errors"] == {}
     assert result["server_cpu_s"] >= 0 and result["client_cpu_s"] > 0
+    assert result["server_inference_runs"] > 0 and 1 <= result["server_mean_batch_size"] <= 2
 
 
 def test_latency_against_running_target(server: ServerProcess, repository: Path, tmp_path: Path):
