@@ -4,7 +4,8 @@
 ~/.keras/models); `--base-weights PATH` loads a local copy of that .h5; `auto` (default)
 tries ImageNet and, when it cannot be had, falls back, with a notice, to a VGG16 that
 this package pretrains itself on the bundled digits 3-9 (seven classes disjoint from
-0/1/2) at a small input size, cached so it is built once. Convolution weights do not
+0/1/2) at a small input size, cached so it is built once; `digits` asks for that
+fallback directly (offline, reproducible). Convolution weights do not
 depend on the input size, so they load into the 100x100 backbone unchanged.
 Never random weights: a fine-tuned model always starts from a pretrained backbone.
 """
@@ -24,7 +25,7 @@ import tf_keras as keras
 from common.cli import UserError
 from common.contract import IMAGE_SIZE
 from training.bundled.materialise import load_bundled
-from training.config import PretrainConfig
+from training.config import BASE_WEIGHTS_CHOICES, PretrainConfig
 from training.models import build_vgg16_backbone, build_vgg16_classifier
 from training.pipeline import evaluation_dataset, training_dataset
 
@@ -63,9 +64,12 @@ def resolve_backbone(
     base_weights: str, cache_dir: Path, pretrain: PretrainConfig, seed: int, verbose: int
 ) -> Backbone:
     """The pretrained VGG16 backbone asked for by --base-weights (see module docstring)."""
-    if base_weights not in ("auto", "imagenet"):
+    if base_weights not in BASE_WEIGHTS_CHOICES:
         path = Path(base_weights)
         return Backbone(_file_backbone(path), f"file:{path.name}", None)
+    if base_weights == "digits":
+        path, sidecar = ensure_fallback_weights(cache_dir, pretrain, seed, verbose)
+        return Backbone(_file_backbone(path), FALLBACK_NAME, sidecar)
     try:
         return Backbone(_imagenet_backbone(), "imagenet", None)
     except Exception as error:

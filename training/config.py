@@ -5,7 +5,8 @@ from pathlib import Path
 
 from common.contract import DEFAULT_OUTPUT, MODEL_NAMES
 
-BASE_WEIGHTS_CHOICES = ("auto", "imagenet")  # or a path to a local VGG16 notop .h5
+# or a path to a local VGG16 notop .h5; "digits" = the offline fallback backbone directly
+BASE_WEIGHTS_CHOICES = ("auto", "imagenet", "digits")
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class TrainConfig:
     batch_size: int = 32
     seed: int = 1337
     validation_fraction: float = 0.2
-    base_weights: str = "auto"  # "auto" | "imagenet" | path to a VGG16 notop .h5
+    base_weights: str = "auto"  # "auto" | "imagenet" | "digits" | path to a VGG16 notop .h5
     skip_bad_files: bool = False  # corrupt/non-image files: fatal unless set
     limit_per_class: int = 0  # 0 = every image; >0 = a small deterministic subset (tests)
     export: bool = True

@@ -106,7 +106,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "--base-weights",
         default=defaults.base_weights,
         help="VGG16 backbone: auto (ImageNet, else the digits 3-9 fallback), imagenet, "
-        "or PATH to a local vgg16 notop .h5",
+        "digits (the fallback directly) or PATH to a local vgg16 notop .h5",
     )
     add("--no-export", action="store_true", help="skip publishing to DIR/model_repository")
     add("--skip-bad-files", action="store_true", help="skip unreadable images (default: fatal)")

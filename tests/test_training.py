@@ -1,0 +1,222 @@
+"""training.run end to end at a tiny scale: artifacts, resume after an interruption, bad input."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+import training.models  # noqa: F401  (registers PolarityNormalization for load_model)
+from common.contract import MODEL_NAMES
+from tests.test_data import write_digit_folder
+from training.config import PretrainConfig, TrainConfig
+from training.data import load_dataset
+from training.run import run
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_PRETRAIN = PretrainConfig(image_size=32, per_class=8, epochs=1, batch_size=16)
+
+
+def tiny_config(tmp_path: Path, **changes) -> TrainConfig:
+    config = TrainConfig(
+        data_dir=tmp_path / "Hand_written_digits",
+        output_dir=tmp_path / "out",
+        cache_dir=tmp_path / "cache",
+        epochs=1,
+        batch_size=8,
+        base_weights="digits",  # the offline fallback, at a tiny scale
+        export=False,
+        verbose=0,
+        pretrain=TINY_PRETRAIN,
+    )
+    return replace(config, **changes)
+
+
+@pytest.fixture
+def digit_folder(tmp_path: Path) -> Path:
+    return write_digit_folder(tmp_path / "Hand_written_digits")
+
+
+def test_tiny_run_of_both_models_leaves_every_artifact(tmp_path, digit_folder):
+    config = tiny_config(tmp_path)
+    run(config)
+    out = config.output_dir
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics) == ["models"] and list(metrics["models"]) == list(MODEL_NAMES)
+    keys = {"val_accuracy", "val_count", "epochs_run", "train_seconds", "backbone"}
+    for entry in metrics["models"].values():
+        assert set(entry) == keys
+        assert 0.0 <= entry["val_accuracy"] <= 1.0 and entry["val_count"] == 6
+        assert entry["train_seconds"] > 0
+    assert metrics["models"]["scratch_cnn"]["backbone"] is None
+    assert metrics["models"]["scratch_cnn"]["epochs_run"] == 1
+    assert metrics["models"]["vgg16_finetuned"]["backbone"] == "digits3-9-pretrained-vgg16"
+    assert metrics["models"]["vgg16_finetuned"]["epochs_run"] == 2  # phase 1 + phase 2
+
+    saved = np.load(out / "validation_images.npz")
+    _, validation = load_dataset(digit_folder, seed=config.seed)
+    assert saved["images"].dtype == np.uint8 and saved["images"].shape == (6, 100, 100)
+    assert saved["labels"].dtype == np.int64
+    np.testing.assert_array_equal(saved["images"], validation.images)
+    np.testing.assert_array_equal(saved["labels"], validation.labels)
+
+    pixels = saved["images"][..., None].astype(np.float32)
+    for name in MODEL_NAMES:
+        model = keras.models.load_model(out / "keras" / f"{name}.keras")
+        probabilities = model(pixels, training=False).numpy()
+        assert probabilities.shape == (6, 3)
+        accuracy = np.mean(probabilities.argmax(axis=1) == saved["labels"])
+        assert accuracy == pytest.approx(metrics["models"][name]["val_accuracy"])
+        for suffix in ("_history.json", "_curves.png", "_confusion.png"):
+            assert (out / "report" / f"{name}{suffix}").stat().st_size > 0
+    for page in ("report.md", "comparison.md"):
+        text = (out / "report" / page).read_text()
+        assert "scratch_cnn" in text and "digits3-9-pretrained-vgg16" in text
+    history = json.loads((out / "report" / "vgg16_finetuned_history.json").read_text())
+    assert [row["phase"] for row in history] == ["phase1", "phase2"]
+    assert not (out / "checkpoints").exists()
+
+    cached = config.cache_dir / "backbones" / "vgg16_digits3to9_32px"
+    sidecar = json.loads(cached.with_suffix(".json").read_text())
+    assert sidecar["backbone"] == "digits3-9-pretrained-vgg16" and sidecar["seconds"] > 0
+    assert cached.with_suffix(".h5").is_file()
+
+
+class Interrupt(Exception):
+    """Stands for a crash or Ctrl-C in the middle of training."""
+
+
+class InterruptAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise Interrupt
+
+
+class CountEpochs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs: list[int] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path, digit_folder):
+    config = tiny_config(tmp_path, models=("scratch_cnn",), epochs=3)
+    with pytest.raises(Interrupt):
+        run(config, extra_callbacks=[InterruptAfterFirstEpoch()])
+    workdir = config.output_dir / "checkpoints" / "scratch_cnn" / "train"
+    assert (workdir / "backup").is_dir()
+    assert len((workdir / "history.csv").read_text().splitlines()) == 2  # header + epoch 1
+
+    counter = CountEpochs()
+    summary = run(config, extra_callbacks=[counter])
+    assert counter.epochs == [1, 2]  # resumed at the second epoch, not from scratch
+    assert summary["scratch_cnn"]["epochs_run"] == 3
+    history = json.loads((config.output_dir / "report" / "scratch_cnn_history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert not (config.output_dir / "checkpoints").exists()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "training.run", "--no-export", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def break_missing_class(root: Path) -> tuple[Path, str]:
+    for path in (root / "2_digits").iterdir():
+        path.unlink()
+    (root / "2_digits").rmdir()
+    return root / "2_digits", "missing"
+
+
+def break_empty_class(root: Path) -> tuple[Path, str]:
+    for path in (root / "1_digits").iterdir():
+        path.unlink()
+    return root / "1_digits", "empty"
+
+
+def break_extra_class(root: Path) -> tuple[Path, str]:
+    (root / "3_digits").mkdir()
+    return root / "3_digits", "unexpected class folder"
+
+
+def break_corrupt_image(root: Path) -> tuple[Path, str]:
+    path = root / "0_digits" / "broken.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    return path, "cannot decode"
+
+
+def break_non_image(root: Path) -> tuple[Path, str]:
+    path = root / "1_digits" / "notes.txt"
+    path.write_text("not a digit")
+    return path, "not an image"
+
+
+def break_unreadable(root: Path) -> tuple[Path, str]:
+    path = root / "2_digits" / "gone.png"
+    path.symlink_to(root / "does-not-exist.png")  # a dangling link cannot be read
+    return path, "cannot read"
+
+
+@pytest.mark.parametrize(
+    "breaker",
+    [
+        break_missing_class,
+        break_empty_class,
+        break_extra_class,
+        break_corrupt_image,
+        break_non_image,
+        break_unreadable,
+    ],
+)
+def test_bad_data_folder_is_one_line_error_naming_the_path(tmp_path, digit_folder, breaker):
+    path, problem = breaker(digit_folder)
+    result = run_cli("--data-dir", digit_folder, "--output", tmp_path / "out")
+    assert_one_line_error(result, str(path), problem)
+
+
+def test_missing_data_folder(tmp_path):
+    missing = tmp_path / "nowhere"
+    assert_one_line_error(run_cli("--data-dir", missing), str(missing), "not found")
+
+
+def test_output_folder_that_cannot_be_written(tmp_path, digit_folder):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = run_cli("--data-dir", digit_folder, "--output", blocker)
+    assert_one_line_error(result, str(blocker), "not a folder")
+    result = run_cli("--data-dir", digit_folder, "--output", blocker / "out")
+    assert_one_line_error(result, str(blocker / "out"), "not writable")
+
+
+def test_missing_base_weights_file(tmp_path, digit_folder):
+    weights = tmp_path / "vgg16_notop.h5"
+    result = run_cli("--data-dir", digit_folder, "--base-weights", weights)
+    assert_one_line_error(result, str(weights), "not found")
+
+
+def test_help_lists_the_flags():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for flag in ("--data-dir", "--output", "--models", "--epochs", "--base-weights", "--no-export"):
+        assert flag in result.stdout

@@ -1,0 +1,43 @@
+"""Write the bundled digits 0/1/2 as a Hand_written_digits folder of 100x100 PNGs (once).
+
+Training then reads that folder through exactly the code path a user's --data-dir takes.
+"""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from common.contract import CLASS_FOLDERS, DATASET_FOLDER
+from common.images import to_model_pixels
+
+ARCHIVE = Path(__file__).with_name("mnist_digits.npz")
+COMPLETE_MARKER = ".complete"
+
+
+def load_bundled(digits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [N, 28, 28] samples and their digit labels, for the digits asked for."""
+    with np.load(ARCHIVE) as archive:
+        images, labels = archive["images"], archive["labels"].astype(np.int64)
+    keep = np.isin(labels, digits)
+    return images[keep], labels[keep]
+
+
+def materialise_bundled_digits(cache_dir: Path) -> Path:
+    """cache_dir/Hand_written_digits with 0_digits, 1_digits, 2_digits; built once."""
+    target = Path(cache_dir) / DATASET_FOLDER
+    if (target / COMPLETE_MARKER).exists():
+        return target
+    partial = target.with_name(DATASET_FOLDER + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    images, labels = load_bundled(tuple(range(len(CLASS_FOLDERS))))
+    for digit, folder in enumerate(CLASS_FOLDERS):
+        (partial / folder).mkdir(parents=True)
+        for index, sample in enumerate(images[labels == digit]):
+            pixels = to_model_pixels(Image.fromarray(sample, mode="L"))
+            Image.fromarray(pixels, mode="L").save(partial / folder / f"{digit}_{index:04d}.png")
+    (partial / COMPLETE_MARKER).write_text("written by training.bundled.materialise\n")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
