@@ -11,9 +11,9 @@ from common.contract import DEFAULT_OUTPUT
 from common.images import DEFAULT_MAX_PIXELS
 from common.repository import REPOSITORY_FOLDER
 
-# Measured on a 2-core CPU with the scratch CNN (docs/serving.md): long enough for
-# concurrent callers to meet in one batch, short next to one inference.
-DEFAULT_BATCH_DELAY_US = 1000
+# Measured on the 2-core CPU of docs/serving.md: waiting only added latency; batches still
+# form from the requests that queue while the previous run is busy.
+DEFAULT_BATCH_DELAY_US = 0
 PROVIDERS = ("auto", "cuda", "cpu")
 LOG_FORMATS = ("json", "text")
 

@@ -57,7 +57,7 @@ class DigitServer:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.metrics = ServerMetrics()
-        self.decode_workers = os.cpu_count() or 1
+        self.decode_workers = len(os.sched_getaffinity(0))  # the cores this process may use
         self.decode_executor = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode")
         self.inference_executor = ThreadPoolExecutor(INFERENCE_THREADS, thread_name_prefix="infer")
         self.registry = ModelRegistry(config, self.metrics, self.inference_executor)

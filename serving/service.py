@@ -139,9 +139,11 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         pending: asyncio.Queue = asyncio.Queue(maxsize=STREAM_WINDOW)
 
         async def read_requests() -> None:
-            async for request in request_iterator:
-                await pending.put(asyncio.ensure_future(self._stream_answer(request, deadline)))
-            await pending.put(None)
+            try:
+                async for request in request_iterator:
+                    await pending.put(asyncio.ensure_future(self._stream_answer(request, deadline)))
+            finally:
+                await pending.put(None)  # also when reading failed: the answers loop ends
 
         reader = asyncio.create_task(read_requests())
         try:
