@@ -315,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         if not cell.get("skipped"):
             ort_rows = run.references.get(cell["model"], {}).get("onnxruntime")
             analysis.add_ratios(cell, ort_rows, config.max_batch_size, machine["usable_cores"])
+    cost = analysis.client_cost(cells)
     headline = {
         m: analysis.model_headline(m, cells, run.references[m]["onnxruntime"]) for m in models
     }
@@ -340,13 +341,15 @@ def main(argv: list[str] | None = None) -> int:
         "servers": servers if servers else {analysis.TARGET: {"target": args.target}},
         "references": run.references,
         "cells": cells,
-        "client_cost": analysis.client_cost(cells),
+        "client_cost": cost,
         "headline": headline,
-        "targets": analysis.targets(headline),
+        "targets": analysis.targets(headline, cost),
         "figures": figures,
     }
     write_json(results, output / "latency.json")
-    (output / "latency.md").write_text(latency_markdown(results))
+    markdown = latency_markdown(results)
+    (output / "latency.md").write_text(markdown)
+    print(markdown.split("## Client")[0].split("## Headline")[-1].strip())
     print(f"results: {output / 'latency.md'}")
     return 0
 

@@ -59,6 +59,8 @@ def headline_rows(headlines: dict) -> list[list[str]]:
                 f"{fmt(single.get('median_ms'), 2)} / {fmt(single.get('p99_ms'), 2)}",
                 fmt(gains.get("c16_x1"), 2, "x"),
                 fmt(gains.get("c64_x1"), 2, "x"),
+                fmt((h.get("ort_batch_gain") or {}).get("images_per_s"), 2, "x"),
+                pct(best.get("cpu_efficiency_vs_ort")),
             ]
         )
     return rows
@@ -78,14 +80,18 @@ def reference_table(rows_by_runtime: dict) -> list[str]:
     sizes = sorted({size for rows in by_size.values() for size in rows})
     header = ["batch"]
     for name in runtimes:
-        header += [f"{REFERENCE_COLUMNS[name]} median / p99 ms", f"{REFERENCE_COLUMNS[name]} img/s"]
+        label = REFERENCE_COLUMNS[name]
+        header += [f"{label} median / p99 ms", f"{label} img/s", f"{label} CPU ms/img"]
     rows = []
     for size in sizes:
         row = [str(size)]
         for name in runtimes:
             r = by_size[name].get(size, {})
-            row += [f"{fmt(r.get('median_ms'), 2)} / {fmt(r.get('p99_ms'), 2)}",
-                    fmt(r.get("images_per_s"))]  # fmt: skip
+            row += [
+                f"{fmt(r.get('median_ms'), 2)} / {fmt(r.get('p99_ms'), 2)}",
+                fmt(r.get("images_per_s")),
+                fmt(r.get("cpu_ms_per_image"), 2),
+            ]
         rows.append(row)
     return table(header, rows)
 
@@ -136,13 +142,15 @@ def latency_markdown(results: dict) -> str:
             "raw ORT batch-1 median/p99 ms",
             "batching gain c16",
             "batching gain c64",
+            "raw ORT's own gain, largest batch vs 1",
+            "CPU efficiency vs raw ORT (best setting)",
         ],
         headline_rows(results["headline"]),
     )
     if results["targets"]:
         lines += ["", "## Targets", ""]
         lines += table(
-            ["model", "target", "measured", "threshold", "met"],
+            ["model", "target", "measured", "threshold", "met", "CPU-time view", "context"],
             [
                 [
                     t["model"],
@@ -150,6 +158,8 @@ def latency_markdown(results: dict) -> str:
                     fmt(t["value"], 2),
                     f"{t['sense']} {t['threshold']}",
                     {True: "yes", False: "NO", None: "not measured"}[t["met"]],
+                    fmt(t.get("cpu_view"), 2),
+                    t.get("note", ""),
                 ]
                 for t in results["targets"]
             ],
