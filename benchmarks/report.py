@@ -125,28 +125,26 @@ def cell_rows(cells: list[dict]) -> list[list[str]]:
     return rows
 
 
-def latency_markdown(results: dict) -> str:
-    """The run as a readable page: notes, machine, headline, targets, references, every cell."""
-    lines = [f"# Latency and throughput: {results['run_name']}", ""]
-    lines += [f"- {note}" for note in results["notes"]] + ["", "## Machine", ""]
-    lines += machine_lines(results["machine"]) + ["", "## Headline", ""]
-    lines += table(
-        [
-            "model",
-            "best setting",
-            "images/s",
-            "of raw ORT, same batch",
-            "of raw ORT ceiling",
-            "c=1 p50/p99 ms (batching)",
-            "c=1 p50/p99 ms (no batching)",
-            "raw ORT batch-1 median/p99 ms",
-            "batching gain c16",
-            "batching gain c64",
-            "raw ORT's own gain, largest batch vs 1",
-            "CPU efficiency vs raw ORT (best setting)",
-        ],
-        headline_rows(results["headline"]),
-    )
+HEADLINE_HEADER = [
+    "model",
+    "best setting",
+    "images/s",
+    "of raw ORT, same batch",
+    "of raw ORT ceiling",
+    "c=1 p50/p99 ms (batching)",
+    "c=1 p50/p99 ms (no batching)",
+    "raw ORT batch-1 median/p99 ms",
+    "batching gain c16",
+    "batching gain c64",
+    "raw ORT's own gain, largest batch vs 1",
+    "CPU efficiency vs raw ORT (best setting)",
+]
+MET = {True: "yes", False: "NO", None: "not measured"}
+
+
+def summary_lines(results: dict) -> list[str]:
+    """The headline table and the targets: what the command also prints when it ends."""
+    lines = ["## Headline", ""] + table(HEADLINE_HEADER, headline_rows(results["headline"]))
     if results["targets"]:
         lines += ["", "## Targets", ""]
         lines += table(
@@ -157,13 +155,21 @@ def latency_markdown(results: dict) -> str:
                     t["target"],
                     fmt(t["value"], 2),
                     f"{t['sense']} {t['threshold']}",
-                    {True: "yes", False: "NO", None: "not measured"}[t["met"]],
+                    MET[t["met"]],
                     fmt(t.get("cpu_view"), 2),
                     t.get("note", ""),
                 ]
                 for t in results["targets"]
             ],
         )
+    return lines
+
+
+def latency_markdown(results: dict) -> str:
+    """The run as a readable page: notes, machine, headline, targets, references, every cell."""
+    lines = [f"# Latency and throughput: {results['run_name']}", ""]
+    lines += [f"- {note}" for note in results["notes"]] + ["", "## Machine", ""]
+    lines += machine_lines(results["machine"]) + [""] + summary_lines(results)
     cost = results.get("client_cost")
     if cost:
         lines += ["", "## Client and transport cost (no-op model)", ""]
