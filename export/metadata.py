@@ -1,0 +1,55 @@
+"""metadata.json: the contract, provenance and the sha256 of every file in a version."""
+
+import hashlib
+import importlib.metadata
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+
+from common.contract import CLASS_LABELS, IMAGE_SIZE, INPUT_NAME, OUTPUT_NAME
+from common.repository import METADATA_FILE
+
+LIBRARIES = ("tensorflow", "tf-keras", "tf2onnx", "onnx", "onnxconverter-common", "numpy")
+ONNXRUNTIME_DISTRIBUTIONS = ("onnxruntime-gpu", "onnxruntime")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """{relative POSIX path: sha256} for every file under `folder` except metadata.json."""
+    return {
+        path.relative_to(folder).as_posix(): sha256_file(path)
+        for path in sorted(Path(folder).rglob("*"))
+        if path.is_file() and path.relative_to(folder).as_posix() != METADATA_FILE
+    }
+
+
+def _version_of(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def library_versions() -> dict[str, str | None]:
+    versions = {name: _version_of(name) for name in LIBRARIES}
+    runtime = next(filter(None, map(_version_of, ONNXRUNTIME_DISTRIBUTIONS)), None)
+    return {"python": platform.python_version(), **versions, "onnxruntime": runtime}
+
+
+def contract_metadata(name: str, version: int) -> dict:
+    return {
+        "name": name,
+        "version": version,
+        "classes": list(CLASS_LABELS),
+        "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [-1, IMAGE_SIZE, IMAGE_SIZE, 1]},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, len(CLASS_LABELS)]},
+        "library_versions": library_versions(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,111 @@
+"""What a training run left in its output folder, read and checked before anything is written."""
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tf_keras as keras
+
+import training.models  # noqa: F401  (registers PolarityNormalization for load_model)
+from common.repository import REPOSITORY_FOLDER
+from export.errors import ExportError
+
+KERAS_FOLDER = "keras"
+VALIDATION_FILE = "validation_images.npz"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    path: Path
+    model: keras.Model
+    metadata: dict  # val_accuracy, backbone... from metrics.json
+
+
+@dataclass(frozen=True)
+class TrainedModels:
+    repository: Path
+    images: np.ndarray
+    labels: np.ndarray
+    models: dict[str, TrainedModel]
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+
+
+def find_keras_files(output_dir: Path, names: list[str] | None) -> dict[str, Path]:
+    folder = output_dir / KERAS_FOLDER
+    found = {path.stem: path for path in sorted(folder.glob("*.keras"))}
+    if not found:
+        raise ExportError(f"{folder}: no trained model (*.keras) found")
+    missing = [name for name in names or [] if name not in found]
+    if missing:
+        raise ExportError(f"{folder}: no trained model named {', '.join(missing)}")
+    return {name: found[name] for name in names} if names else found
+
+
+def load_keras_model(path: Path) -> keras.Model:
+    if not zipfile.is_zipfile(path):
+        raise ExportError(f"{path}: not a Keras model file (corrupt or truncated)")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # any failure to deserialise is the file's fault
+        raise ExportError(f"{path}: cannot load Keras model ({_first_line(error)})") from error
+
+
+def load_validation_set(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path) as data:
+            images, labels = data["images"], data["labels"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise ExportError(
+            f"{path}: cannot read validation images ({_first_line(error)})"
+        ) from error
+    if images.ndim != 3 or len(images) != len(labels) or not len(images):
+        raise ExportError(f"{path}: expected images [N,100,100] and N labels, got {images.shape}")
+    return images, labels.astype(np.int64)
+
+
+def load_metrics(path: Path, names: list[str]) -> dict[str, dict]:
+    try:
+        metrics = json.loads(path.read_text())["models"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ExportError(f"{path}: cannot read metrics ({_first_line(error)})") from error
+    missing = [name for name in names if name not in metrics]
+    if missing:
+        raise ExportError(f"{path}: no metrics for {', '.join(missing)}")
+    return {name: dict(metrics[name]) for name in names}
+
+
+def check_writable(repository: Path) -> None:
+    """Create the repository folder and prove a file can be written in it."""
+    try:
+        repository.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=repository):
+            pass
+    except OSError as error:
+        raise ExportError(f"{repository}: not writable ({error.strerror or error})") from error
+    if not os.access(repository, os.W_OK):
+        raise ExportError(f"{repository}: not writable")
+
+
+def load_trained_models(output_dir: Path, names: list[str] | None = None) -> TrainedModels:
+    """Everything export needs from a training run's folder; every problem is one ExportError."""
+    if not output_dir.is_dir():
+        raise ExportError(f"{output_dir}: no such folder")
+    files = find_keras_files(output_dir, names)
+    metrics = load_metrics(output_dir / METRICS_FILE, list(files))
+    images, labels = load_validation_set(output_dir / VALIDATION_FILE)
+    repository = output_dir / REPOSITORY_FOLDER
+    check_writable(repository)
+    models = {
+        name: TrainedModel(path, load_keras_model(path), metrics[name])
+        for name, path in files.items()
+    }
+    return TrainedModels(repository, images, labels, models)
