@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks import plots
-from benchmarks.accuracy_report import accuracy_markdown
+from benchmarks.accuracy_report import accuracy_markdown, overview_lines
 from benchmarks.classification import agreement, classification_report
 from benchmarks.config import DEFAULT_REPOSITORY, DEFAULT_VALIDATION_FILE, RESULTS_DIR
 from benchmarks.datasets import Dataset, load_folder, load_validation
@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_json(results, output / "accuracy.json")
     (output / "accuracy.md").write_text(accuracy_markdown(results))
+    print("\n".join(overview_lines(results)))
     print(f"results: {output / 'accuracy.md'}")
     return 0
 

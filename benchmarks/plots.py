@@ -94,8 +94,10 @@ def reference_scaling(references: dict, path: Path) -> Path:
         axes[1][column].set(
             xlabel="batch size", ylabel="median latency (ms)", xscale="log", yscale="log"
         )
+        sizes = sorted({row["batch_size"] for rows in references[model].values() for row in rows})
         for axis in axes[:, column]:
             axis.set_xscale("log", base=2)
+            axis.set_xticks(sizes, [str(size) for size in sizes])
             axis.grid(alpha=0.3)
             axis.legend(fontsize=8)
     return save(figure, path)
