@@ -23,7 +23,7 @@ from export.equality import Backends, keras_predictor, prove_equal, saved_model_
 from export.errors import ContractError, ExportError
 from export.fp16 import compare_fp16, convert_to_fp16
 from export.metadata import contract_metadata, file_hashes
-from export.onnx_convert import check_onnx_contract, convert_to_onnx, save_onnx
+from export.onnx_convert import check_onnx_contract, convert_saved_model, save_onnx
 from export.runtime import (
     as_model_input,
     make_session,
@@ -82,7 +82,7 @@ def build_version(
     """Write SavedModel, ONNX (and variants) into `folder`, check them; return the figures."""
     module = ServingModule(model)
     save_saved_model(module, folder)
-    onnx_model = convert_to_onnx(module)
+    onnx_model = convert_saved_model(folder, model.name)
     check_onnx_contract(onnx_model)
     save_onnx(onnx_model, folder / ONNX_FILE)
     ops = audit_graphs(folder, onnx_model)
