@@ -81,6 +81,10 @@ class Batcher:
         """Probabilities [k, classes] for uint8 pixels [k, 100, 100]; raises ServingError."""
         if self._closing:
             raise errors.unavailable(f"{self.model.name} version {self.model.version} is unloading")
+        if len(pixels) > self.capacity:
+            raise errors.resource_exhausted(
+                f"{len(pixels)} images exceed the queue capacity of {self.capacity}"
+            )
         if self.pending_images + len(pixels) > self.capacity:
             raise errors.resource_exhausted(
                 f"queue of {self.model.name} is full ({self.pending_images} images waiting, "
