@@ -41,6 +41,9 @@ class ModelRegistry:
     def model_names(self) -> list[str]:
         return sorted(self._served)
 
+    def serves(self, name: str) -> bool:
+        return name in self._served
+
     def versions(self, name: str) -> dict[int, Batcher]:
         """Loaded versions of one model, ascending; NOT_FOUND if the model is not served."""
         if name not in self._served:

@@ -109,7 +109,7 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
     async def _measured(self, request, deadline) -> digits_pb2.ClassifyResponse:
         """classify() with its outcome counted in the metrics (and failures logged)."""
         start = time.perf_counter()
-        label = request.model if request.model in self.registry.model_names() else UNKNOWN_MODEL
+        label = request.model if self.registry.serves(request.model) else UNKNOWN_MODEL
         status = grpc.StatusCode.OK
         try:
             return await self.classify(request, deadline)
