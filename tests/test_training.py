@@ -197,7 +197,9 @@ def test_bad_data_folder_is_one_line_error_naming_the_path(tmp_path, digit_folde
 
 def test_missing_data_folder(tmp_path):
     missing = tmp_path / "nowhere"
-    assert_one_line_error(run_cli("--data-dir", missing), str(missing), "not found")
+    result = run_cli("--data-dir", missing, "--output", tmp_path / "out")
+    assert_one_line_error(result, str(missing), "not found")
+    assert not (tmp_path / "out").exists()
 
 
 def test_output_folder_that_cannot_be_written(tmp_path, digit_folder):
@@ -211,7 +213,7 @@ def test_output_folder_that_cannot_be_written(tmp_path, digit_folder):
 
 def test_missing_base_weights_file(tmp_path, digit_folder):
     weights = tmp_path / "vgg16_notop.h5"
-    result = run_cli("--data-dir", digit_folder, "--base-weights", weights)
+    result = run_cli("--data-dir", digit_folder, "--base-weights", weights, "--output", tmp_path)
     assert_one_line_error(result, str(weights), "not found")
 
 

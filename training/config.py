@@ -36,6 +36,7 @@ class TrainConfig:
     export: bool = True
     verbose: int = 1  # Keras progress bars (2 = one line per epoch)
     learning_rate: float = 1e-3  # scratch CNN, and the VGG16 head in phase 1
-    finetune_learning_rate: float = 1e-5  # VGG16 phase 2 (block5 unfrozen)
+    finetune_learning_rate: float = 1e-4  # VGG16 phase 2 (block5 unfrozen)
+    augmented_copies: int = 1  # VGG16: augmented passes whose block4 features are precomputed
     early_stopping_patience: int = 3
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)

@@ -5,6 +5,8 @@ Augmentation is NOT part of these models: it runs in the tf.data training pipeli
 (training/augment.py), so no random op can ever reach an exported graph.
 """
 
+from dataclasses import dataclass
+
 import tensorflow as tf
 import tf_keras as keras
 
@@ -14,6 +16,7 @@ NUM_CLASSES = len(CLASS_LABELS)
 # VGG16's own preprocessing ("caffe" mode): BGR channel means, no scaling.
 VGG16_BGR_MEANS = (103.939, 116.779, 123.68)
 VGG16_LAST_BLOCK = "block5"
+VGG16_TRUNK_OUTPUT = "block4_pool"
 
 
 @keras.utils.register_keras_serializable(package="digits")
@@ -94,9 +97,9 @@ def build_vgg16_classifier(
     inputs = contract_input(side)
     x = vgg16_input_features(inputs)
     x = backbone(x, training=False)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(256, activation="relu")(x)
-    x = keras.layers.Dropout(0.3)(x)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    x = keras.layers.Dense(256, activation="relu", name="head_dense")(x)
+    x = keras.layers.Dropout(0.3, name="head_dropout")(x)
     return keras.Model(inputs, classifier_output(x, num_classes), name=name)
 
 
@@ -104,6 +107,45 @@ def build_vgg16_finetuned(backbone: keras.Model) -> keras.Model:
     """VGG16 backbone (frozen at first) + global average pooling + a small dense head."""
     backbone.trainable = False
     return build_vgg16_classifier(backbone, NUM_CLASSES, "vgg16_finetuned")
+
+
+HEAD_LAYERS = ("head_pool", "head_dense", "head_dropout", OUTPUT_NAME)
+
+
+@dataclass(frozen=True)
+class VGG16Parts:
+    """`model` cut in stages that share its layers (and weights): training a part trains
+    `model`. Blocks 1-4 are frozen in both phases, so the trunk runs once per image."""
+
+    trunk: keras.Model  # raw pixels -> block4_pool
+    block5: keras.Model  # block4 features -> block5_pool
+    head: keras.Model  # block5 features -> probabilities (phase 1 trains this)
+    top: keras.Model  # block4 features -> probabilities (phase 2 trains this)
+
+
+def _chain(inputs: tf.Tensor, layers: list[keras.layers.Layer]) -> tf.Tensor:
+    for layer in layers:
+        inputs = layer(inputs)
+    return inputs
+
+
+def vgg16_parts(model: keras.Model) -> VGG16Parts:
+    backbone = model.get_layer("vgg16")
+    lower = keras.Model(backbone.inputs, backbone.get_layer(VGG16_TRUNK_OUTPUT).output)
+    preprocessed = model.get_layer("vgg16_preprocess").get_output_at(0)
+    trunk = keras.Model(model.inputs, lower(preprocessed), name="trunk")
+    block5_layers = [la for la in backbone.layers if la.name.startswith(VGG16_LAST_BLOCK)]
+    head_layers = [model.get_layer(name) for name in HEAD_LAYERS]
+    block4_features = keras.Input(shape=lower.output_shape[1:], name="block4_features")
+    block5_features = keras.Input(shape=backbone.output_shape[1:], name="block5_features")
+    return VGG16Parts(
+        trunk=trunk,
+        block5=keras.Model(block4_features, _chain(block4_features, block5_layers)),
+        head=keras.Model(block5_features, _chain(block5_features, head_layers), name="head"),
+        top=keras.Model(
+            block4_features, _chain(block4_features, block5_layers + head_layers), name="top"
+        ),
+    )
 
 
 def unfreeze_last_block(model: keras.Model) -> None:

@@ -30,3 +30,22 @@ def evaluation_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int) 
     """In order, batched, never augmented."""
     dataset = _as_float_batches(images, labels).batch(batch_size)
     return dataset.map(_cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def feature_dataset(
+    features: np.ndarray, labels: np.ndarray, batch_size: int, seed: int | None = None
+) -> tf.data.Dataset:
+    """Precomputed backbone features; shuffled when a seed is given (training)."""
+    dataset = tf.data.Dataset.from_tensor_slices((features, labels))
+    if seed is not None:
+        dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def augmented_dataset(
+    images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int
+) -> tf.data.Dataset:
+    """One augmented pass over the images, in order (to precompute augmented features)."""
+    dataset = _as_float_batches(images, labels).batch(batch_size)
+    dataset = dataset.map(_cast, num_parallel_calls=tf.data.AUTOTUNE)
+    return augment_batches(dataset, seed).prefetch(tf.data.AUTOTUNE)

@@ -116,6 +116,11 @@ def _model_section(name: str, entry: dict) -> str:
             f"- {phase['name']}: {phase['epochs_run']} epoch(s), {phase['seconds']:.0f} s, "
             f"validation accuracy after it {_percent(phase['val_accuracy'])}"
         )
+        if "feature_seconds" in phase:
+            lines.append(
+                f"- frozen blocks 1-4 features (images + augmented copies), computed once: "
+                f"{phase['feature_seconds']:.0f} s"
+            )
     pretraining = entry.get("pretraining")
     if pretraining:
         lines.append(

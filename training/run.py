@@ -46,7 +46,6 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     Inputs are checked before TensorFlow is imported, so a user error answers at once.
     """
     check_base_weights(config)
-    prepare_output_dir(config.output_dir)
     data_dir = config.data_dir or materialise_bundled_digits(config.cache_dir)
     train, validation = load_dataset(
         data_dir,
@@ -55,6 +54,7 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         config.skip_bad_files,
         config.limit_per_class,
     )
+    prepare_output_dir(config.output_dir)
     print(
         f"data: {data_dir}: {len(train.labels)} training and {len(validation.labels)} "
         f"validation images ({len(train.labels) + len(validation.labels)} in all)"
@@ -112,6 +112,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     add("--skip-bad-files", action="store_true", help="skip unreadable images (default: fatal)")
     add("--cache-dir", type=Path, default=defaults.cache_dir, help="bundled data + backbones")
     add("--limit-per-class", type=int, default=0, help="use at most N images per class (0=all)")
+    add(
+        "--augmented-copies",
+        type=int,
+        default=defaults.augmented_copies,
+        help="VGG16: augmented passes of the training images (frozen-block features cached)",
+    )
     add("--pretrain-size", type=_positive, default=pretrain.image_size, help="fallback px")
     add("--pretrain-per-class", type=int, default=pretrain.per_class, help="0 = all")
     add("--pretrain-epochs", type=_positive, default=pretrain.epochs)
@@ -130,6 +136,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         skip_bad_files=args.skip_bad_files,
         limit_per_class=args.limit_per_class,
         export=not args.no_export,
+        augmented_copies=args.augmented_copies,
         verbose=args.verbose,
         pretrain=replace(
             pretrain,

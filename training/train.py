@@ -8,6 +8,7 @@ not repeated (its best weights and history are kept until the whole model is don
 import csv
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def phase_callbacks(workdir: Path, settings: PhaseSettings) -> list[keras.callba
         keras.callbacks.BackupAndRestore(str(workdir / "backup")),
         EpochTimer(),
         keras.callbacks.ReduceLROnPlateau(
-            monitor=MONITOR, factor=0.3, patience=1, min_lr=settings.learning_rate / 100
+            monitor=MONITOR, factor=0.5, patience=2, min_lr=settings.learning_rate / 100
         ),
         keras.callbacks.EarlyStopping(
             monitor=MONITOR, patience=settings.patience, restore_best_weights=True, verbose=1
@@ -72,13 +73,15 @@ def read_history(csv_path: Path, phase: str) -> list[dict]:
 
 def fit_phase(
     model: keras.Model,
-    train_data: tf.data.Dataset,
-    validation_data: tf.data.Dataset,
+    data: Callable[[], tuple[tf.data.Dataset, tf.data.Dataset]],
     workdir: Path,
     settings: PhaseSettings,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> list[dict]:
-    """Compile and fit one phase (or reload it if it completed earlier); its epoch history."""
+    """Compile and fit one phase (or reload it if it completed earlier); its epoch history.
+
+    `data()` builds the (training, validation) datasets, only when the phase has to run.
+    """
     workdir = Path(workdir) / settings.name
     done = workdir / "done.json"
     if done.is_file():
@@ -91,6 +94,7 @@ def fit_phase(
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+    train_data, validation_data = data()
     model.fit(
         train_data,
         validation_data=validation_data,
