@@ -63,10 +63,12 @@ def classify_request(
     )
 
 
-def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+def channel_options(max_message_bytes: int) -> list[tuple[str, int | str]]:
+    """Message limits, and round_robin so a `dns:///` target spreads calls over every pod."""
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.lb_policy_name", "round_robin"),
     ]
 
 

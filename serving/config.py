@@ -37,6 +37,7 @@ class ServerConfig:
     poll_seconds: float = 5.0
     grace_seconds: float = 10.0
     keep_versions: int = 2
+    max_connection_age_seconds: float = 300.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
     log_format: str = "json"
@@ -178,6 +179,15 @@ _OPTIONS = (
         "grace_seconds",
         "S",
         "on SIGTERM/SIGINT, how long accepted requests may take to finish",
+    ),
+    (
+        "--max-connection-age-seconds",
+        "DIGITS_MAX_CONNECTION_AGE_SECONDS",
+        seconds,
+        "max_connection_age_seconds",
+        "S",
+        "close client connections after this age so clients re-resolve and reach new pods"
+        " (0: never)",
     ),
     (
         "--keep-versions",

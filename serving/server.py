@@ -51,6 +51,25 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     )
 
 
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """gRPC core options: message limits, and a bounded connection age for load balancing."""
+    limit = config.max_message_bytes
+    options = [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
+    ]
+    if config.max_connection_age_seconds > 0:
+        # Long-lived clients reconnect (after in-flight calls finish within the grace period)
+        # and so spread over pods that an autoscaler added since they first connected.
+        age_ms = int(config.max_connection_age_seconds * 1000)
+        options += [
+            ("grpc.max_connection_age_ms", age_ms),
+            ("grpc.max_connection_age_grace_ms", int(config.grace_seconds * 1000)),
+        ]
+    return options
+
+
 class DigitServer:
     """Everything one serving process runs; start() and stop() from inside an event loop."""
 
@@ -69,14 +88,7 @@ class DigitServer:
         self._watch: asyncio.Task | None = None
 
     def _build_grpc_server(self) -> grpc.aio.Server:
-        limit = self.config.max_message_bytes
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
-            ]
-        )
+        server = grpc.aio.server(options=server_options(self.config))
         service = DigitClassifierService(
             self.config, self.registry, self.metrics, self.decode_executor, self.decode_workers
         )

@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.contract import CLASS_LABELS, IMAGE_SIZE
 from protos.digits.v1 import digits_pb2, digits_pb2_grpc
+from serving.client import DigitClient
 from tests.deploy_support import (
     SERVER_DOCKERFILE,
     TRAINING_DOCKERFILE,
@@ -266,13 +267,12 @@ def test_round_robin_over_replicas_spreads_calls_pick_first_does_not(repository,
         before = [first.requests_answered(), second.requests_answered()]
         assert sorted(before) == [0, CALLS]
 
-        # round_robin: calls reach both replicas (the second may connect a moment later).
-        options = [("grpc.lb_policy_name", "round_robin")]
-        with grpc.insecure_channel(target, options=options) as channel:
-            stub = digits_pb2_grpc.DigitClassifierStub(channel)
+        # The project's own client uses round_robin: calls reach both replicas (the second
+        # may connect a moment later).
+        with DigitClient(target) as client:
             for _ in range(10):
                 for _ in range(CALLS):
-                    stub.Classify(request, timeout=30)
+                    client.classify(MODEL, [np.zeros((100, 100), np.uint8)])
                 after = [first.requests_answered(), second.requests_answered()]
                 if all(a > b for a, b in zip(after, before, strict=True)):
                     break

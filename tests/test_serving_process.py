@@ -16,10 +16,12 @@ from serving.client import DigitClient, classify_request
 from tests.serving_support import (
     ROOT,
     ServerProcess,
+    ServerThread,
     digit_pixels,
     direct_probabilities,
     encode,
     free_port,
+    server_config,
 )
 
 
@@ -182,3 +184,19 @@ def test_sigint_stops_gracefully_and_new_calls_are_refused(serving_repository):
         assert server.process.wait(30) == 0
         with DigitClient(f"127.0.0.1:{port}", timeout=5) as client, pytest.raises(grpc.RpcError):
             client.classify("scratch_cnn", [digit_pixels(0)])
+
+
+def test_connections_are_closed_at_max_age_and_clients_reconnect(serving_repository):
+    """A bounded connection age makes long-lived clients reconnect (and so re-resolve pods)."""
+    config = server_config(serving_repository, max_connection_age_seconds=0.5, grace_seconds=1)
+    states: list[grpc.ChannelConnectivity] = []
+    ready = grpc.ChannelConnectivity.READY
+    with ServerThread(config) as server, DigitClient(server.target) as client:
+        client.classify("scratch_cnn", [digit_pixels(0)])
+        client.channel.subscribe(states.append)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(state != ready for state in states):
+            time.sleep(0.1)
+        reply = client.classify("scratch_cnn", [digit_pixels(1)])
+    assert states[0] == ready and any(state != ready for state in states), states
+    assert len(reply.predictions) == 1  # the client simply reconnected
