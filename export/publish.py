@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 import tf_keras as keras
 
 from common.contract import IMAGE_SIZE, INPUT_SHAPE, OUTPUT_SHAPE
@@ -46,9 +47,10 @@ def check_model_contract(model: keras.Model, name: str) -> None:
     if len(inputs) != 1 or len(outputs) != 1:
         raise ContractError(f"{name}: expected one input and one output")
     shape_in, shape_out = tuple(inputs[0].shape), tuple(outputs[0].shape)
-    if shape_in != INPUT_SHAPE or inputs[0].dtype != "float32":
+    dtype = tf.as_dtype(inputs[0].dtype).name
+    if shape_in != INPUT_SHAPE or dtype != "float32":
         raise ContractError(
-            f"{name}: input is {inputs[0].dtype} {list(shape_in)}, "
+            f"{name}: input is {dtype} {list(shape_in)}, "
             f"the contract needs float32 {list(INPUT_SHAPE)}"
         )
     if shape_out != OUTPUT_SHAPE:
