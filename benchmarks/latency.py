@@ -91,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--reference-seconds", type=float, help="seconds per reference batch size [1]"
     )
+    parser.add_argument(
+        "--max-batch-size", type=int, help="the started servers' --max-batch-size [64]"
+    )
     parser.add_argument("--payload", choices=("png", "raw"), help="what requests carry [png]")
     parser.add_argument(
         "--settings",
@@ -130,6 +133,7 @@ def build_config(args: argparse.Namespace) -> LatencyConfig:
         "duration_s": args.duration,
         "reference_seconds": args.reference_seconds,
         "payload": args.payload,
+        "max_batch_size": args.max_batch_size,
     }
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
