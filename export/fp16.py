@@ -4,7 +4,9 @@ import numpy as np
 import onnx
 from onnxconverter_common import float16
 
+from export.config import ExportOptions
 from export.runtime import make_session, predict_batched, session_predictor
+from export.speed import latencies_ms
 
 FP16_BATCH_SIZE = 64
 FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
@@ -40,12 +42,15 @@ def compare_fp16(
     providers: list[str],
     images: np.ndarray,
     labels: np.ndarray | None,
+    options: ExportOptions,
 ) -> dict:
     """fp16 vs fp32 ONNX Runtime on the validation images: class agreement, accuracy change."""
     session = make_session(fp16_model.SerializeToString(), providers)
     fp16 = predict_batched(session_predictor(session), images, FP16_BATCH_SIZE)
+    speed = latencies_ms(session, images, options.speed_batch_sizes, options.speed_repeats)
     report = {
         "provider": session.get_providers()[0],
+        "latency_level_all": speed,
         "images": len(images),
         "max_abs_diff_vs_fp32": float(np.max(np.abs(fp16 - fp32_probabilities))),
         "class_mismatches_vs_fp32": int(np.sum(fp16.argmax(1) != fp32_probabilities.argmax(1))),

@@ -16,7 +16,7 @@ def _timed(action) -> float:
     return time.perf_counter() - start
 
 
-def _latencies_ms(session, images: np.ndarray, batch_sizes, repeats: int) -> dict[str, float]:
+def latencies_ms(session, images: np.ndarray, batch_sizes, repeats: int) -> dict[str, float]:
     """Median wall time of one run per batch size, after one warm-up run."""
     predict = session_predictor(session)
     result = {}
@@ -36,7 +36,7 @@ def _measure(model: Path, providers, level: str, images, batch_sizes, repeats, s
         session = make_session(model, providers, level, optimized_path=saved)
 
     figures = {"session_load_ms": round(_timed(load) * 1000, 1)}
-    return figures | _latencies_ms(session, images, batch_sizes, repeats)
+    return figures | latencies_ms(session, images, batch_sizes, repeats)
 
 
 def measure_optimizations(
