@@ -222,3 +222,12 @@ def test_help_lists_the_flags():
     assert result.returncode == 0
     for flag in ("--data-dir", "--output", "--models", "--epochs", "--base-weights", "--no-export"):
         assert flag in result.stdout
+
+
+def test_checkpoint_of_a_run_with_other_settings_is_not_resumed(tmp_path, digit_folder):
+    config = tiny_config(tmp_path, models=("scratch_cnn",), epochs=2)
+    with pytest.raises(Interrupt):
+        run(config, extra_callbacks=[InterruptAfterFirstEpoch()])
+    counter = CountEpochs()
+    summary = run(replace(config, seed=config.seed + 1), extra_callbacks=[counter])
+    assert counter.epochs == [0, 1] and summary["scratch_cnn"]["epochs_run"] == 2

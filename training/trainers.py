@@ -1,10 +1,11 @@
 """Training, evaluation and reporting of each model (TensorFlow lives from here on)."""
 
+import hashlib
 import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -149,14 +150,28 @@ def train_vgg16_finetuned(config, train, validation, workdir, callbacks) -> tupl
 TRAINERS = {"scratch_cnn": train_scratch_cnn, "vgg16_finetuned": train_vgg16_finetuned}
 
 
+def checkpoint_dir(workdir: Path, config: TrainConfig, train: Split) -> Path:
+    """The model's checkpoint folder, emptied if it was left by a run with other settings
+    or data (only the same run may resume)."""
+    settings = asdict(replace(config, verbose=0, export=False))
+    settings["train_files"] = [str(path) for path in train.files]
+    fingerprint = hashlib.sha256(json.dumps(settings, default=str).encode()).hexdigest()
+    stamp = workdir / "run.sha256"
+    if workdir.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+        print(f"{workdir}: left by a run with other settings, starting afresh")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+    return workdir
+
+
 def train_and_report(
     name: str, config: TrainConfig, train: Split, validation: Split, callbacks: list
 ) -> dict:
     """Train one model, save it, write its history/curves/confusion; its summary entry."""
     out = config.output_dir
-    workdir = out / "checkpoints" / name
-
     print(f"\n=== {name} ===")
+    workdir = checkpoint_dir(out / "checkpoints" / name, config, train)
     model, history, phases, backbone, pretraining = TRAINERS[name](
         config, train, validation, workdir, callbacks
     )
