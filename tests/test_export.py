@@ -15,6 +15,7 @@ from export.audit import audit_graphs, forbidden_tf_ops, saved_model_op_types
 from export.config import CPU_TOLERANCE, ExportOptions
 from export.metadata import sha256_file
 from export.publish import publish_model
+from export.summary import summarize
 from training.models import build_scratch_cnn, build_vgg16_backbone, build_vgg16_finetuned
 
 OPTIONS = ExportOptions(
@@ -179,6 +180,12 @@ def test_fp16_variant_is_float32_at_the_edges_and_not_default(scratch_version):
     assert variant["class_mismatches_vs_fp32"] == 0 and variant["max_abs_diff_vs_fp32"] < 1e-2
     assert variant["accuracy_change"] == variant["fp16_accuracy"] - variant["fp32_accuracy"]
     assert json.dumps(variant)  # plain JSON values only
+
+
+def test_summary_tables(repository, scratch_version, vgg_version):
+    text = summarize(repository)
+    assert "| scratch_cnn | 1 | 0.91 |" in text and "| vgg16_finetuned | 1 | 0.95 |" in text
+    assert "| scratch_cnn | 7 | 24 |" in text and "| vgg16_finetuned | all |" in text
 
 
 def test_second_publish_is_a_new_version(repository, scratch_version):
