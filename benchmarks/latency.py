@@ -207,7 +207,8 @@ def paired_reference(run: Run, cell: Cell, setting: str) -> dict | None:
     variant = row_at(run.references[cell.model]["onnxruntime"], size)["variant"]
     predict = run.ort[cell.model][variant]
     batch = as_model_input(np.resize(run.pixels, (size, *run.pixels.shape[1:])))
-    row = time_batch(predict, batch, run.config.paired_reference_s, run.config.reference_min_runs)
+    # The session is warm from the sweep: one warm-up run, two runs at least (slow models).
+    row = time_batch(predict, batch, run.config.paired_reference_s, min_runs=2, warmup_runs=1)
     return {**row, "variant": variant}
 
 

@@ -13,9 +13,11 @@ from benchmarks.runtimes import Predict, as_model_input
 from benchmarks.stats import latency_summary
 
 
-def time_batch(predict: Predict, batch: np.ndarray, seconds: float, min_runs: int) -> dict:
+def time_batch(
+    predict: Predict, batch: np.ndarray, seconds: float, min_runs: int, warmup_runs: int = 2
+) -> dict:
     """Run one batch repeatedly for about `seconds` (at least min_runs times) after a warm-up."""
-    for _ in range(2):
+    for _ in range(warmup_runs):
         predict(batch)
     latencies: list[float] = []
     cpu_start = time.process_time()
