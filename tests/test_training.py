@@ -217,6 +217,11 @@ def test_missing_base_weights_file(tmp_path, digit_folder):
     assert_one_line_error(result, str(weights), "not found")
 
 
+def test_bad_flag_value_is_one_line_error():
+    assert_one_line_error(run_cli("--models", "resnet"), "unknown model resnet")
+    assert_one_line_error(run_cli("--epochs", "0"), "--epochs")
+
+
 def test_help_lists_the_flags():
     result = run_cli("--help")
     assert result.returncode == 0

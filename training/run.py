@@ -88,40 +88,47 @@ def _positive(value: str) -> int:
     return number
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr too (see common.cli.run_cli)."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     defaults, pretrain = TrainConfig(), PretrainConfig()
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m training.run",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
-    add("--data-dir", type=Path, help=f"a {DATASET_FOLDER} folder (default: bundled digits)")
+    add("--data-dir", type=Path, help=f"a {DATASET_FOLDER} folder; None = the bundled digits")
     add("--output", type=Path, default=defaults.output_dir, help="output folder")
-    add("--models", type=_models, default=defaults.models, help="comma-separated subset")
+    add("--models", type=_models, default=",".join(defaults.models), help="comma-separated")
     add("--epochs", type=_positive, default=defaults.epochs, help="max epochs per model/phase")
-    add("--batch-size", type=_positive, default=defaults.batch_size)
-    add("--seed", type=int, default=defaults.seed)
+    add("--batch-size", type=_positive, default=defaults.batch_size, help="images per step")
+    add("--seed", type=int, default=defaults.seed, help="split, init, shuffling, augmentation")
     add(
         "--base-weights",
         default=defaults.base_weights,
         help="VGG16 backbone: auto (ImageNet, else the digits 3-9 fallback), imagenet, "
         "digits (the fallback directly) or PATH to a local vgg16 notop .h5",
     )
-    add("--no-export", action="store_true", help="skip publishing to DIR/model_repository")
-    add("--skip-bad-files", action="store_true", help="skip unreadable images (default: fatal)")
+    add("--no-export", action="store_true", help="do not publish to OUTPUT/model_repository")
+    add("--skip-bad-files", action="store_true", help="skip unreadable images, else fatal")
     add("--cache-dir", type=Path, default=defaults.cache_dir, help="bundled data + backbones")
-    add("--limit-per-class", type=int, default=0, help="use at most N images per class (0=all)")
+    add("--limit-per-class", type=int, default=0, help="at most N images per class; 0 = all")
     add(
         "--augmented-copies",
         type=int,
         default=defaults.augmented_copies,
         help="VGG16: augmented passes of the training images (frozen-block features cached)",
     )
-    add("--pretrain-size", type=_positive, default=pretrain.image_size, help="fallback px")
-    add("--pretrain-per-class", type=int, default=pretrain.per_class, help="0 = all")
-    add("--pretrain-epochs", type=_positive, default=pretrain.epochs)
-    add("--verbose", type=int, choices=(0, 1, 2), default=defaults.verbose, help="Keras")
+    add("--pretrain-size", type=_positive, default=pretrain.image_size, help="fallback: px")
+    add("--pretrain-per-class", type=int, default=pretrain.per_class, help="fallback: 0 = all")
+    add("--pretrain-epochs", type=_positive, default=pretrain.epochs, help="fallback: epochs")
+    add("--verbose", type=int, choices=(0, 1, 2), default=defaults.verbose, help="Keras bars")
     args = parser.parse_args(argv)
     return replace(
         defaults,
