@@ -13,15 +13,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 import tf_keras as keras
 
-from common.contract import IMAGE_SIZE, INPUT_SHAPE, OUTPUT_SHAPE
+from common.contract import IMAGE_SIZE
 from common.repository import METADATA_FILE, ONNX_FILE, TRITON_CONFIG_FILE, latest_version
 from export.audit import audit_graphs
 from export.config import FP16_ONNX_FILE, ONNX_OPSET, TEMP_PREFIX, ExportOptions
 from export.equality import Backends, keras_predictor, prove_equal, saved_model_predictor
-from export.errors import ContractError, ExportError
+from export.errors import ExportError
 from export.fp16 import compare_fp16, convert_to_fp16
 from export.metadata import contract_metadata, file_hashes
 from export.onnx_convert import check_onnx_contract, convert_saved_model, save_onnx
@@ -33,7 +32,7 @@ from export.runtime import (
 )
 from export.savedmodel import ServingModule, load_serving_function, save_saved_model
 from export.speed import measure_optimizations, save_optimized_graph
-from export.trained import load_trained_models
+from export.trained import check_model_contract, load_trained_models
 from export.triton import triton_config
 
 log = logging.getLogger(__name__)
@@ -44,24 +43,6 @@ OPTIMIZE_AT_LOAD = (
     "(ONNX Runtime's default): a saved optimised graph loads barely faster and is tied to "
     "the CPU it was written on"
 )
-
-
-def check_model_contract(model: keras.Model, name: str) -> None:
-    """One float32 input [N,100,100,1] and one output [N,3], as the contract says."""
-    inputs, outputs = model.inputs or [], model.outputs or []
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ContractError(f"{name}: expected one input and one output")
-    shape_in, shape_out = tuple(inputs[0].shape), tuple(outputs[0].shape)
-    dtype = tf.as_dtype(inputs[0].dtype).name
-    if shape_in != INPUT_SHAPE or dtype != "float32":
-        raise ContractError(
-            f"{name}: input is {dtype} {list(shape_in)}, "
-            f"the contract needs float32 {list(INPUT_SHAPE)}"
-        )
-    if shape_out != OUTPUT_SHAPE:
-        raise ContractError(
-            f"{name}: output is {list(shape_out)}, the contract needs {list(OUTPUT_SHAPE)}"
-        )
 
 
 def check_validation_images(images: np.ndarray) -> np.ndarray:
@@ -190,8 +171,6 @@ def export_trained_models(
 ) -> dict[str, Path]:
     """Publish the trained models in output_dir/keras (all, or those named) as new versions."""
     trained = load_trained_models(Path(output_dir), models)
-    for entry in trained.models.values():
-        check_model_contract(entry.model, str(entry.path))
     return {
         name: publish_model(
             entry.model,

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 import tf_keras as keras
 
 import training.models  # noqa: F401  (registers PolarityNormalization for load_model)
+from common.contract import INPUT_SHAPE, OUTPUT_SHAPE
 from common.repository import REPOSITORY_FOLDER
-from export.errors import ExportError
+from export.errors import ContractError, ExportError
 
 KERAS_FOLDER = "keras"
 VALIDATION_FILE = "validation_images.npz"
@@ -95,6 +97,24 @@ def check_writable(repository: Path) -> None:
         raise ExportError(f"{repository}: not writable")
 
 
+def check_model_contract(model: keras.Model, name: str) -> None:
+    """One float32 input [N,100,100,1] and one output [N,3], as the contract says."""
+    inputs, outputs = model.inputs or [], model.outputs or []
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ContractError(f"{name}: expected one input and one output")
+    shape_in, shape_out = tuple(inputs[0].shape), tuple(outputs[0].shape)
+    dtype = tf.as_dtype(inputs[0].dtype).name
+    if shape_in != INPUT_SHAPE or dtype != "float32":
+        raise ContractError(
+            f"{name}: input is {dtype} {list(shape_in)}, "
+            f"the contract needs float32 {list(INPUT_SHAPE)}"
+        )
+    if shape_out != OUTPUT_SHAPE:
+        raise ContractError(
+            f"{name}: output is {list(shape_out)}, the contract needs {list(OUTPUT_SHAPE)}"
+        )
+
+
 def load_trained_models(output_dir: Path, names: list[str] | None = None) -> TrainedModels:
     """Everything export needs from a training run's folder; every problem is one ExportError."""
     if not output_dir.is_dir():
@@ -102,10 +122,12 @@ def load_trained_models(output_dir: Path, names: list[str] | None = None) -> Tra
     files = find_keras_files(output_dir, names)
     metrics = load_metrics(output_dir / METRICS_FILE, list(files))
     images, labels = load_validation_set(output_dir / VALIDATION_FILE)
-    repository = output_dir / REPOSITORY_FOLDER
-    check_writable(repository)
     models = {
         name: TrainedModel(path, load_keras_model(path), metrics[name])
         for name, path in files.items()
     }
+    for entry in models.values():
+        check_model_contract(entry.model, str(entry.path))
+    repository = output_dir / REPOSITORY_FOLDER
+    check_writable(repository)  # last: a bad input above leaves nothing behind
     return TrainedModels(repository, images, labels, models)
