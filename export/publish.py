@@ -112,7 +112,7 @@ def build_version(
     return figures
 
 
-def rename_to_next_version(temporary: Path, name: str, metadata: dict) -> Path:
+def rename_to_next_version(temporary: Path, metadata: dict) -> Path:
     """Rename the finished folder to the next free version, never replacing an existing one."""
     model_dir = temporary.parent
     version = (latest_version(model_dir) or 0) + 1
@@ -156,7 +156,7 @@ def publish_model(
         full_metadata = contract_metadata(name, version=0) | dict(metadata) | figures
         full_metadata["files"] = file_hashes(temporary)
         write_atomically(model_dir / TRITON_CONFIG_FILE, triton_config(name))
-        published = rename_to_next_version(temporary, name, full_metadata)
+        published = rename_to_next_version(temporary, full_metadata)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         if not any(model_dir.iterdir()):

@@ -117,7 +117,7 @@ def test_rename_never_replaces_an_existing_version(tmp_path, monkeypatch):
     temporary = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
     (temporary / "model.onnx").write_bytes(b"second")
     monkeypatch.setattr(export.publish, "latest_version", lambda _: None)  # a stale listing
-    published = rename_to_next_version(temporary, "m", {"name": "m"})
+    published = rename_to_next_version(temporary, {"name": "m"})
     assert published.name == "2" and read_metadata(published)["version"] == 2
     assert (model_dir / "1" / "model.onnx").read_bytes() == b"first"
     assert list_versions(model_dir) == [1, 2] and not temporary.exists()
