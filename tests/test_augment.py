@@ -96,3 +96,15 @@ def test_models_see_the_same_pixels_for_both_polarities(models, digits):
         normal = model(images, training=False).numpy()
         inverted = model(255.0 - images, training=False).numpy()
         np.testing.assert_allclose(normal, inverted, atol=1e-5)
+
+
+def test_augmentation_differs_per_image_per_batch_and_per_epoch(digits):
+    images, _ = digits
+    twice = np.concatenate([images[:4], images[:4]])
+    dataset = tf.data.Dataset.from_tensors((twice, np.zeros(8))).repeat(2)
+    dataset = augment_batches(dataset, seed=1)
+    epoch1 = [batch.numpy() for batch, _ in dataset]
+    epoch2 = [batch.numpy() for batch, _ in dataset]
+    assert not np.allclose(epoch1[0][:4], epoch1[0][4:])  # same image, same batch
+    assert not np.allclose(epoch1[0], epoch1[1])  # same images, next batch
+    assert not np.allclose(epoch1[0], epoch2[0])  # same batch, next epoch
