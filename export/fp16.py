@@ -47,7 +47,8 @@ def compare_fp16(
     """fp16 vs fp32 ONNX Runtime on the validation images: class agreement, accuracy change."""
     session = make_session(fp16_model.SerializeToString(), providers)
     fp16 = predict_batched(session_predictor(session), images, FP16_BATCH_SIZE)
-    speed = latencies_ms(session, images, options.speed_batch_sizes, options.speed_repeats)
+    batch_sizes, repeats = options.speed_batch_sizes, options.speed_repeats
+    speed = latencies_ms({"fp16": session}, images, batch_sizes, repeats)["fp16"]
     report = {
         "provider": session.get_providers()[0],
         "latency_level_all": speed,

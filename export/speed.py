@@ -1,4 +1,8 @@
-"""What ONNX Runtime's graph optimisations give on this machine, measured at export time."""
+"""What ONNX Runtime's graph optimisations give on this machine, measured at export time.
+
+All variants are loaded first and then timed in interleaved rounds (one run of each per
+round), so background load on a shared machine hits every variant alike.
+"""
 
 import statistics
 import tempfile
@@ -6,8 +10,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from export.runtime import OPTIMIZATION_LEVELS, make_session, session_predictor
+
+SAVED_GRAPH = "saved_optimized_graph"
 
 
 def _timed(action) -> float:
@@ -16,27 +23,33 @@ def _timed(action) -> float:
     return time.perf_counter() - start
 
 
-def latencies_ms(session, images: np.ndarray, batch_sizes, repeats: int) -> dict[str, float]:
-    """Median wall time of one run per batch size, after one warm-up run."""
-    predict = session_predictor(session)
-    result = {}
+def latencies_ms(
+    sessions: dict[str, ort.InferenceSession],
+    images: np.ndarray,
+    batch_sizes,
+    repeats: int,
+    budget_seconds: float = 20.0,
+) -> dict[str, dict[str, float]]:
+    """Median wall time of one run, per session and batch size, after one warm-up run.
+
+    Stops early (after at least 3 rounds) once a batch size has used `budget_seconds`.
+    """
+    result: dict[str, dict[str, float]] = {name: {} for name in sessions}
+    predictors = {name: session_predictor(session) for name, session in sessions.items()}
     for batch_size in batch_sizes:
         batch = np.resize(images, (batch_size, *images.shape[1:]))
-        predict(batch)
-        runs = [_timed(lambda b=batch: predict(b)) for _ in range(repeats)]
-        result[f"batch_{batch_size}_ms"] = round(statistics.median(runs) * 1000, 3)
+        runs: dict[str, list[float]] = {name: [] for name in sessions}
+        for predict in predictors.values():
+            predict(batch)
+        started = time.perf_counter()
+        for round_number in range(repeats):
+            if round_number >= 3 and time.perf_counter() - started > budget_seconds:
+                break
+            for name, predict in predictors.items():
+                runs[name].append(_timed(lambda p=predict, b=batch: p(b)))
+        for name, times in runs.items():
+            result[name][f"batch_{batch_size}_ms"] = round(statistics.median(times) * 1000, 3)
     return result
-
-
-def _measure(model: Path, providers, level: str, images, batch_sizes, repeats, saved=None):
-    session = None
-
-    def load():
-        nonlocal session
-        session = make_session(model, providers, level, optimized_path=saved)
-
-    figures = {"session_load_ms": round(_timed(load) * 1000, 1)}
-    return figures | latencies_ms(session, images, batch_sizes, repeats)
 
 
 def measure_optimizations(
@@ -47,17 +60,19 @@ def measure_optimizations(
     The pre-optimised graph is written by ONNX Runtime at level "all" and reloaded with
     optimisations disabled; it is only valid on hardware like this machine's.
     """
-    levels = {
-        level: _measure(model, providers, level, images, batch_sizes, repeats)
-        for level in OPTIMIZATION_LEVELS
-    }
     with tempfile.TemporaryDirectory() as folder:
         optimized = Path(folder) / "model.optimized.onnx"
-        make_session(model, providers, "all", optimized_path=optimized)
-        levels["saved_optimized_graph"] = _measure(
-            optimized, providers, "disabled", images, batch_sizes, repeats
-        )
-    return {"provider": providers[0], "repeats": repeats, "levels": levels}
+        save_optimized_graph(model, providers, optimized)
+        variants = {level: (model, level) for level in OPTIMIZATION_LEVELS}
+        variants[SAVED_GRAPH] = (optimized, "disabled")
+        sessions, load_ms = {}, {}
+        for name, (path, level) in variants.items():
+            start = time.perf_counter()
+            sessions[name] = make_session(path, providers, level)
+            load_ms[name] = round((time.perf_counter() - start) * 1000, 1)
+        timings = latencies_ms(sessions, images, batch_sizes, repeats)
+    levels = {name: {"session_load_ms": load_ms[name], **timings[name]} for name in variants}
+    return {"provider": providers[0], "max_rounds": repeats, "levels": levels}
 
 
 def save_optimized_graph(model: Path, providers: list[str], destination: Path) -> None:
