@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so an interrupted export removes its temporary folder.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("export").setLevel(logging.INFO)  # our progress; libraries stay quiet
     options = ExportOptions(
         providers=args.provider, fp16=not args.no_fp16, speed_repeats=max(1, args.speed_repeats)
     )
