@@ -14,5 +14,9 @@ def serving_repository(request, tmp_path_factory) -> Path:
     """A tiny real model repository (two seeded CNNs, ONNX), exported once and cached."""
     from tests.serving_support import cached_repository
 
-    cache = Path(request.config.cache.mkdir("serving-repository"))
+    pytest_cache = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
+    if pytest_cache is None:
+        cache = tmp_path_factory.mktemp("serving-repository-cache")
+    else:
+        cache = Path(pytest_cache.mkdir("serving-repository"))
     return cached_repository(cache, tmp_path_factory.mktemp("serving") / "model_repository")
