@@ -236,3 +236,24 @@ def test_checkpoint_of_a_run_with_other_settings_is_not_resumed(tmp_path, digit_
     counter = CountEpochs()
     summary = run(replace(config, seed=config.seed + 1), extra_callbacks=[counter])
     assert counter.epochs == [0, 1] and summary["scratch_cnn"]["epochs_run"] == 2
+
+
+def test_same_seed_and_data_give_the_same_model(tmp_path, digit_folder):
+    """Seeded and reproducible: two runs of one configuration train bit-identical weights."""
+    weights = []
+    for attempt in ("first", "second"):
+        config = tiny_config(
+            tmp_path, models=("scratch_cnn",), epochs=2, output_dir=tmp_path / attempt
+        )
+        run(config)
+        model = keras.models.load_model(config.output_dir / "keras" / "scratch_cnn.keras")
+        weights.append(model.get_weights())
+    assert len(weights[0]) == len(weights[1]) > 0
+    for first, second in zip(*weights, strict=True):
+        np.testing.assert_array_equal(first, second)
+    # At full scale seeds alone were not enough (parallel augmentation, threaded kernels),
+    # and this tiny run cannot show it: check that deterministic kernels were asked for.
+    # (TensorFlow offers the query only in its internal module.)
+    from tensorflow.python.framework import config as tf_config
+
+    assert tf_config.is_op_determinism_enabled()

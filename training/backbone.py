@@ -28,6 +28,7 @@ from training.bundled.materialise import load_bundled
 from training.config import BASE_WEIGHTS_CHOICES, PretrainConfig
 from training.models import build_vgg16_backbone, build_vgg16_classifier
 from training.pipeline import evaluation_dataset, training_dataset
+from training.reproducibility import make_reproducible
 
 PRETRAIN_DIGITS = (3, 4, 5, 6, 7, 8, 9)
 FALLBACK_NAME = "digits3-9-pretrained-vgg16"
@@ -134,7 +135,7 @@ def _pretraining_data(
 
 def pretrain_on_digits(weights: Path, pretrain: PretrainConfig, seed: int, verbose: int) -> dict:
     """Train VGG16 (random init) + head on digits 3-9; save the backbone's weights."""
-    keras.utils.set_random_seed(seed)
+    make_reproducible(seed)
     x_train, y_train, x_held, y_held = _pretraining_data(pretrain, seed)
     print(
         f"pretraining the fallback VGG16 backbone on digits 3-9: {len(x_train)} images at "

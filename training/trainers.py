@@ -9,7 +9,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-import tf_keras as keras
 
 from common.contract import MODEL_NAMES
 from training import report
@@ -29,6 +28,7 @@ from training.pipeline import (
     feature_dataset,
     training_dataset,
 )
+from training.reproducibility import make_reproducible
 from training.train import PhaseSettings, fit_phase
 
 EVAL_BATCH_SIZE = 64
@@ -110,7 +110,7 @@ class FeatureCache:
 
 
 def train_scratch_cnn(config, train, validation, workdir, callbacks) -> tuple:
-    keras.utils.set_random_seed(config.seed)
+    make_reproducible(config.seed)
     model = build_scratch_cnn()
     settings = _phase(config, "train", config.learning_rate)
     history = fit_phase(model, image_data(config, train, validation), workdir, settings, callbacks)
@@ -129,7 +129,7 @@ def train_vgg16_finetuned(config, train, validation, workdir, callbacks) -> tupl
         config.base_weights, config.cache_dir, config.pretrain, config.seed, config.verbose
     )
     print(f"vgg16_finetuned: backbone = {backbone.name}")
-    keras.utils.set_random_seed(config.seed)
+    make_reproducible(config.seed)
     model = build_vgg16_finetuned(backbone.model)
     parts = vgg16_parts(model)
     cache = FeatureCache(parts, config, train, validation)
