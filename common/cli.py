@@ -13,7 +13,21 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are UserErrors: one line on stderr under run_cli."""
 
     def error(self, message: str) -> None:
-        raise UserError(message)
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return number
+
+
+def non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return number
 
 
 def run_cli(main: Callable[[], int | None]) -> None:

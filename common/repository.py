@@ -10,6 +10,7 @@ Versions are positive integers counting up; a version folder is complete once it
 (it is written under a temporary name and renamed).
 """
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -44,3 +45,12 @@ def list_models(repository: Path) -> list[str]:
 
 def read_metadata(version_path: Path) -> dict:
     return json.loads((Path(version_path) / METADATA_FILE).read_text())
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (metadata.json records these)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

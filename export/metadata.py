@@ -1,24 +1,15 @@
 """metadata.json: the contract, provenance and the sha256 of every file in a version."""
 
-import hashlib
 import importlib.metadata
 import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
 from common.contract import CLASS_LABELS, IMAGE_SIZE, INPUT_NAME, OUTPUT_NAME
-from common.repository import METADATA_FILE
+from common.repository import METADATA_FILE, sha256_file
 
 LIBRARIES = ("tensorflow", "tf-keras", "tf2onnx", "onnx", "onnxconverter-common", "numpy")
 ONNXRUNTIME_DISTRIBUTIONS = ("onnxruntime-gpu", "onnxruntime")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_hashes(folder: Path) -> dict[str, str]:

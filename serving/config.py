@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import ArgumentParser, UserError
+from common.cli import ArgumentParser, UserError, non_negative_int, positive_int
 from common.contract import DEFAULT_OUTPUT
 from common.images import DEFAULT_MAX_PIXELS
 from common.repository import REPOSITORY_FOLDER
@@ -45,20 +45,6 @@ class ServerConfig:
     @property
     def batch_delay_s(self) -> float:
         return self.batch_delay_us / 1e6
-
-
-def positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return number
-
-
-def non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
-    return number
 
 
 def seconds(value: str) -> float:

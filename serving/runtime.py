@@ -1,6 +1,5 @@
 """ONNX Runtime sessions: the provider really in use, thread settings, one loaded version."""
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ import onnxruntime as ort
 
 from common.cli import UserError
 from common.contract import CLASS_LABELS, IMAGE_SIZE
-from common.repository import METADATA_FILE, ONNX_FILE
+from common.repository import METADATA_FILE, ONNX_FILE, sha256_file
 
 log = logging.getLogger("serving.runtime")
 
@@ -103,14 +102,6 @@ class ModelVersion:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_version_metadata(folder: Path) -> tuple[dict, str]:
     """The version's metadata.json (parsed and verbatim); {} when the file is missing."""
     path = folder / METADATA_FILE
@@ -141,7 +132,7 @@ def load_model_version(
         raise ModelLoadError(f"{folder}: no {ONNX_FILE}")
     metadata, metadata_json = read_version_metadata(folder)
     expected = metadata.get("files", {}).get(ONNX_FILE)
-    if expected and sha256(onnx_path) != expected:
+    if expected and sha256_file(onnx_path) != expected:
         raise ModelLoadError(f"{onnx_path}: sha256 differs from {METADATA_FILE}")
     try:
         session = choice.create_session(onnx_path, session_options(intra_op_threads))

@@ -10,10 +10,9 @@ import onnxruntime as ort
 import pytest
 import tensorflow as tf
 
-from common.repository import list_versions, read_metadata
+from common.repository import list_versions, read_metadata, sha256_file
 from export.audit import audit_graphs, forbidden_tf_ops, saved_model_op_types
 from export.config import CPU_TOLERANCE, ExportOptions
-from export.metadata import sha256_file
 from export.publish import publish_model
 from export.summary import summarize
 from training.models import build_scratch_cnn, build_vgg16_backbone, build_vgg16_finetuned

@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from common.cli import UserError, run_cli
+from common.cli import ArgumentParser, UserError, positive_int, run_cli
 from common.contract import DATASET_FOLDER, MODEL_NAMES
 from training.bundled.materialise import materialise_bundled_digits
 from training.config import BASE_WEIGHTS_CHOICES, PretrainConfig, TrainConfig
@@ -81,23 +81,9 @@ def _models(value: str) -> tuple[str, ...]:
     return names
 
 
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return number
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr too (see common.cli.run_cli)."""
-
-    def error(self, message: str):
-        raise UserError(f"{message} (see {self.prog} --help)")
-
-
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     defaults, pretrain = TrainConfig(), PretrainConfig()
-    parser = OneLineErrorParser(
+    parser = ArgumentParser(
         prog="python -m training.run",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -106,8 +92,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     add("--data-dir", type=Path, help=f"a {DATASET_FOLDER} folder; None = the bundled digits")
     add("--output", type=Path, default=defaults.output_dir, help="output folder")
     add("--models", type=_models, default=",".join(defaults.models), help="comma-separated")
-    add("--epochs", type=_positive, default=defaults.epochs, help="max epochs per model/phase")
-    add("--batch-size", type=_positive, default=defaults.batch_size, help="images per step")
+    add("--epochs", type=positive_int, default=defaults.epochs, help="max epochs per model/phase")
+    add("--batch-size", type=positive_int, default=defaults.batch_size, help="images per step")
     add("--seed", type=int, default=defaults.seed, help="split, init, shuffling, augmentation")
     add(
         "--base-weights",
@@ -125,9 +111,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         default=defaults.augmented_copies,
         help="VGG16: augmented passes of the training images (frozen-block features cached)",
     )
-    add("--pretrain-size", type=_positive, default=pretrain.image_size, help="fallback: px")
+    add("--pretrain-size", type=positive_int, default=pretrain.image_size, help="fallback: px")
     add("--pretrain-per-class", type=int, default=pretrain.per_class, help="fallback: 0 = all")
-    add("--pretrain-epochs", type=_positive, default=pretrain.epochs, help="fallback: epochs")
+    add("--pretrain-epochs", type=positive_int, default=pretrain.epochs, help="fallback: epochs")
     add("--verbose", type=int, choices=(0, 1, 2), default=defaults.verbose, help="Keras bars")
     args = parser.parse_args(argv)
     return replace(
