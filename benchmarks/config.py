@@ -5,9 +5,10 @@ from pathlib import Path
 
 from common.contract import DEFAULT_OUTPUT
 from common.repository import REPOSITORY_FOLDER
+from common.validation_split import VALIDATION_FILE
 
 DEFAULT_REPOSITORY = Path(DEFAULT_OUTPUT) / REPOSITORY_FOLDER
-DEFAULT_VALIDATION_FILE = Path(DEFAULT_OUTPUT) / "validation_images.npz"
+DEFAULT_VALIDATION_FILE = Path(DEFAULT_OUTPUT) / VALIDATION_FILE
 RESULTS_DIR = Path("benchmarks/results")
 NOOP_MODEL = "noop"
 HEALTH_SERVICE = "digits.v1.DigitClassifier"

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cli import UserError
 from common.contract import DATASET_FOLDER
+from common.validation_split import load_validation_split
 from training.data import list_class_files, load_class
 
 
@@ -23,11 +23,7 @@ class Dataset:
 
 def load_validation(path: Path) -> Dataset:
     """artifacts/validation_images.npz: exactly the pixels training evaluated on."""
-    try:
-        with np.load(path) as data:
-            pixels, labels = data["images"], data["labels"].astype(np.int64)
-    except (OSError, KeyError, ValueError) as error:
-        raise UserError(f"{path}: not a validation split (images, labels): {error}") from None
+    pixels, labels = load_validation_split(path)
     return Dataset("validation", str(path), pixels, labels)
 
 

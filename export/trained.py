@@ -14,10 +14,10 @@ import tf_keras as keras
 import training.models  # noqa: F401  (registers PolarityNormalization for load_model)
 from common.contract import INPUT_SHAPE, OUTPUT_SHAPE
 from common.repository import REPOSITORY_FOLDER
+from common.validation_split import VALIDATION_FILE, load_validation_split
 from export.errors import ContractError, ExportError
 
 KERAS_FOLDER = "keras"
-VALIDATION_FILE = "validation_images.npz"
 METRICS_FILE = "metrics.json"
 
 
@@ -59,19 +59,6 @@ def load_keras_model(path: Path) -> keras.Model:
         return keras.models.load_model(path, compile=False)
     except Exception as error:  # any failure to deserialise is the file's fault
         raise ExportError(f"{path}: cannot load Keras model ({_first_line(error)})") from error
-
-
-def load_validation_set(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with np.load(path) as data:
-            images, labels = data["images"], data["labels"]
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
-        raise ExportError(
-            f"{path}: cannot read validation images ({_first_line(error)})"
-        ) from error
-    if images.ndim != 3 or len(images) != len(labels) or not len(images):
-        raise ExportError(f"{path}: expected images [N,100,100] and N labels, got {images.shape}")
-    return images, labels.astype(np.int64)
 
 
 def load_metrics(path: Path, names: list[str]) -> dict[str, dict]:
@@ -121,7 +108,7 @@ def load_trained_models(output_dir: Path, names: list[str] | None = None) -> Tra
         raise ExportError(f"{output_dir}: no such folder")
     files = find_keras_files(output_dir, names)
     metrics = load_metrics(output_dir / METRICS_FILE, list(files))
-    images, labels = load_validation_set(output_dir / VALIDATION_FILE)
+    images, labels = load_validation_split(output_dir / VALIDATION_FILE)
     models = {
         name: TrainedModel(path, load_keras_model(path), metrics[name])
         for name, path in files.items()

@@ -1,7 +1,6 @@
 """`python -m serving.healthcheck` (the image's HEALTHCHECK) against a real gRPC health service."""
 
 import os
-import socket
 import subprocess
 import sys
 from concurrent import futures
@@ -11,6 +10,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from serving.healthcheck import SERVICE_NAME, main
+from tests.serving_support import free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -26,12 +26,6 @@ def health_server():
     server.start()
     yield servicer, port
     server.stop(grace=None)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_serving_passes_not_serving_fails(health_server, capsys):

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from tests.deploy_support import (
     parse_dockerfile,
     substitute,
 )
+from tests.serving_support import free_port
 
 MODEL = "tiny_cnn"
 IMAGE_VENV_BIN = "/opt/venv/bin"  # where the image's `python` lives (Dockerfile: PATH)
@@ -78,12 +78,6 @@ def repository(tmp_path_factory) -> Path:
     metadata = {"val_accuracy": 0.5, "backbone": None}
     publish_model(tiny_model(), MODEL, repository, validation, metadata, options=options)
     return repository
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def container_environment(image_env: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:

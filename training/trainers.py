@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from common.contract import MODEL_NAMES
+from common.validation_split import VALIDATION_FILE, save_validation_split
 from training import report
 from training.backbone import resolve_backbone
 from training.config import TrainConfig
@@ -219,9 +220,7 @@ def train_all(
 ) -> dict:
     """Train the chosen models, then write the report and metrics.json; the summary."""
     out = config.output_dir
-    np.savez_compressed(
-        out / "validation_images.npz", images=validation.images, labels=validation.labels
-    )
+    save_validation_split(out / VALIDATION_FILE, validation.images, validation.labels)
     others = [name for name in MODEL_NAMES if name not in config.models]
     summary = _previous_summary(out, others)
     for name in config.models:
