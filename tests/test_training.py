@@ -15,10 +15,10 @@ from common.contract import MODEL_NAMES
 from tests.test_data import write_digit_folder
 from training.config import PretrainConfig, TrainConfig
 from training.data import load_dataset
-from training.run import run
+from training.run import parse_args, run
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_PRETRAIN = PretrainConfig(image_size=32, per_class=8, epochs=1, batch_size=16)
+TINY_PRETRAIN = PretrainConfig(stages=((32, 1), (40, 1)), per_class=8, batch_size=16)
 
 
 def tiny_config(tmp_path: Path, **changes) -> TrainConfig:
@@ -81,9 +81,12 @@ def test_tiny_run_of_both_models_leaves_every_artifact(tmp_path, digit_folder):
     assert [row["phase"] for row in history] == ["phase1", "phase2"]
     assert not (out / "checkpoints").exists()
 
-    cached = config.cache_dir / "backbones" / "vgg16_digits3to9_32px"
+    cached = config.cache_dir / "backbones" / "vgg16_digits3to9_32-40px"
     sidecar = json.loads(cached.with_suffix(".json").read_text())
     assert sidecar["backbone"] == "digits3-9-pretrained-vgg16" and sidecar["seconds"] > 0
+    assert sidecar["stages"] == "32x1,40x1" and sidecar["epochs_run"] == 2
+    assert sidecar["held_out_size"] == 40 and 0.0 <= sidecar["held_out_accuracy"] <= 1.0
+    assert 0.0 <= sidecar["held_out_accuracy_full_size"] <= 1.0
     assert cached.with_suffix(".h5").is_file()
 
 
@@ -220,6 +223,14 @@ def test_missing_base_weights_file(tmp_path, digit_folder):
 def test_bad_flag_value_is_one_line_error():
     assert_one_line_error(run_cli("--models", "resnet"), "unknown model resnet")
     assert_one_line_error(run_cli("--epochs", "0"), "--epochs")
+    for stages in ("32x4,64", "16x2", "32x0", "big"):
+        assert_one_line_error(run_cli("--pretrain-stages", stages), "SIDExEPOCHS")
+
+
+def test_pretrain_stages_flag_reaches_the_config():
+    config = parse_args(["--pretrain-stages", "32x3,48x1,100x1"])
+    assert config.pretrain.stages == ((32, 3), (48, 1), (100, 1))
+    assert config.pretrain.stages_label() == "32x3,48x1,100x1"
 
 
 def test_help_lists_the_flags():

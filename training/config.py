@@ -11,13 +11,18 @@ BASE_WEIGHTS_CHOICES = ("auto", "imagenet", "digits")
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Fallback backbone: VGG16 trained on the bundled digits 3-9 at a small input size."""
+    """Fallback backbone: VGG16 trained on the bundled digits 3-9, on small images first
+    and then on larger ones (progressive resizing): the small stage is cheap, the larger
+    one teaches the filters the stroke widths they will see at 100x100."""
 
-    image_size: int = 32
+    stages: tuple[tuple[int, int], ...] = ((32, 4), (64, 1))  # (image side px, epochs)
     per_class: int = 600  # samples per digit 3..9 (7 classes); 0 = all
-    epochs: int = 4
     batch_size: int = 64
     learning_rate: float = 2e-4
+
+    def stages_label(self) -> str:
+        """ "32x4,64x1": each stage's image side and epochs."""
+        return ",".join(f"{side}x{epochs}" for side, epochs in self.stages)
 
 
 @dataclass(frozen=True)

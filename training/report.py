@@ -125,9 +125,11 @@ def _model_section(name: str, entry: dict) -> str:
     if pretraining:
         lines.append(
             f"- fallback backbone pretraining (VGG16 from random init on bundled digits 3-9, "
-            f"{pretraining['settings']['image_size']} px, {pretraining['train_count']} images, "
-            f"{pretraining['epochs_run']} epochs): {_percent(pretraining['held_out_accuracy'])} "
-            f"on {pretraining['held_out_count']} held-out digits, {pretraining['seconds']:.0f} s "
+            f"{pretraining['train_count']} images, stages px x epochs {pretraining['stages']}): "
+            f"{_percent(pretraining['held_out_accuracy'])} on {pretraining['held_out_count']} "
+            f"held-out digits at {pretraining['held_out_size']} px "
+            f"({_percent(pretraining['held_out_accuracy_full_size'])} at 100 px), "
+            f"{pretraining['seconds']:.0f} s "
             "(built once, then cached)"
         )
     lines += [

@@ -81,6 +81,19 @@ def _models(value: str) -> tuple[str, ...]:
     return names
 
 
+def _stages(value: str) -> tuple[tuple[int, int], ...]:
+    """ "32x4,64x1" -> ((32, 4), (64, 1)): image side (>= 32, VGG16's minimum) x epochs."""
+    try:
+        stages = tuple(tuple(int(n) for n in part.split("x")) for part in value.split(","))
+    except ValueError:
+        stages = ()
+    if not stages or any(len(s) != 2 or s[0] < 32 or s[1] < 1 for s in stages):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected SIDExEPOCHS stages such as 32x4,64x1 (side >= 32, epochs >= 1)"
+        )
+    return stages
+
+
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     defaults, pretrain = TrainConfig(), PretrainConfig()
     parser = ArgumentParser(
@@ -111,9 +124,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         default=defaults.augmented_copies,
         help="VGG16: augmented passes of the training images (frozen-block features cached)",
     )
-    add("--pretrain-size", type=positive_int, default=pretrain.image_size, help="fallback: px")
+    add(
+        "--pretrain-stages",
+        type=_stages,
+        default=pretrain.stages_label(),
+        help="fallback backbone: SIDExEPOCHS per stage, growing image sizes",
+    )
     add("--pretrain-per-class", type=int, default=pretrain.per_class, help="fallback: 0 = all")
-    add("--pretrain-epochs", type=positive_int, default=pretrain.epochs, help="fallback: epochs")
     add("--verbose", type=int, choices=(0, 1, 2), default=defaults.verbose, help="Keras bars")
     args = parser.parse_args(argv)
     return replace(
@@ -133,9 +150,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         verbose=args.verbose,
         pretrain=replace(
             pretrain,
-            image_size=args.pretrain_size,
+            stages=args.pretrain_stages,
             per_class=args.pretrain_per_class,
-            epochs=args.pretrain_epochs,
         ),
     )
 
