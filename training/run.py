@@ -106,7 +106,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     add("--output", type=Path, default=defaults.output_dir, help="output folder")
     add("--models", type=_models, default=",".join(defaults.models), help="comma-separated")
     add("--epochs", type=positive_int, default=defaults.epochs, help="max epochs per model/phase")
-    add("--batch-size", type=positive_int, default=defaults.batch_size, help="images per step")
+    add("--batch-size", type=positive_int, default=defaults.batch_size, help="scratch_cnn step")
+    add(
+        "--vgg16-batch-size",
+        type=positive_int,
+        default=defaults.vgg16_batch_size,
+        help="vgg16_finetuned step (both phases)",
+    )
     add("--seed", type=int, default=defaults.seed, help="split, init, shuffling, augmentation")
     add(
         "--base-weights",
@@ -141,6 +147,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         models=args.models,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        vgg16_batch_size=args.vgg16_batch_size,
         seed=args.seed,
         base_weights=args.base_weights,
         skip_bad_files=args.skip_bad_files,

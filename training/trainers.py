@@ -94,7 +94,7 @@ class FeatureCache:
 
     def _datasets(self, features, labels, val_features) -> tuple:
         return (
-            feature_dataset(features, labels, self.config.batch_size, self.config.seed),
+            feature_dataset(features, labels, self.config.vgg16_batch_size, self.config.seed),
             feature_dataset(val_features, self.validation.labels, EVAL_BATCH_SIZE),
         )
 
