@@ -4,8 +4,9 @@ import os
 import platform
 import shutil
 import subprocess
-from importlib import metadata
 from pathlib import Path
+
+from common.versions import library_versions
 
 LIBRARIES = (
     "numpy",
@@ -65,16 +66,6 @@ def gpus() -> list[str]:
     return [line.strip() for line in result.stdout.splitlines() if line.strip()]
 
 
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def load_average() -> list[float] | None:
     try:
         return [round(value, 2) for value in os.getloadavg()]
@@ -95,6 +86,8 @@ def machine_info() -> dict:
         "onnxruntime_providers": ort.get_available_providers(),
         "onnxruntime_device": ort.get_device(),
         "platform": platform.platform(),
-        "libraries": library_versions(),
+        "libraries": {
+            name: version for name, version in library_versions(LIBRARIES).items() if version
+        },
         "load_average_at_start": load_average(),
     }

@@ -1,12 +1,12 @@
 """metadata.json: the contract, provenance and the sha256 of every file in a version."""
 
-import importlib.metadata
-import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
+from common import versions
 from common.contract import CLASS_LABELS, IMAGE_SIZE, INPUT_NAME, OUTPUT_NAME
 from common.repository import METADATA_FILE, sha256_file
+from common.versions import installed_version
 
 LIBRARIES = ("tensorflow", "tf-keras", "tf2onnx", "onnx", "onnxconverter-common", "numpy")
 ONNXRUNTIME_DISTRIBUTIONS = ("onnxruntime-gpu", "onnxruntime")
@@ -21,17 +21,10 @@ def file_hashes(folder: Path) -> dict[str, str]:
     }
 
 
-def _version_of(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def library_versions() -> dict[str, str | None]:
-    versions = {name: _version_of(name) for name in LIBRARIES}
-    runtime = next(filter(None, map(_version_of, ONNXRUNTIME_DISTRIBUTIONS)), None)
-    return {"python": platform.python_version(), **versions, "onnxruntime": runtime}
+    """Export's libraries, and whichever ONNX Runtime build is installed as "onnxruntime"."""
+    runtime = next(filter(None, map(installed_version, ONNXRUNTIME_DISTRIBUTIONS)), None)
+    return {**versions.library_versions(LIBRARIES), "onnxruntime": runtime}
 
 
 def contract_metadata(name: str, version: int) -> dict:
