@@ -21,7 +21,7 @@ class PretrainConfig:
     learning_rate: float = 2e-4
 
     def stages_label(self) -> str:
-        """ "32x4,64x1": each stage's image side and epochs."""
+        """Each stage's image side and epochs, written as in "32x4,64x1"."""
         return ",".join(f"{side}x{epochs}" for side, epochs in self.stages)
 
 

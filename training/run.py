@@ -82,7 +82,7 @@ def _models(value: str) -> tuple[str, ...]:
 
 
 def _stages(value: str) -> tuple[tuple[int, int], ...]:
-    """ "32x4,64x1" -> ((32, 4), (64, 1)): image side (>= 32, VGG16's minimum) x epochs."""
+    """Parse "32x4,64x1" into ((32, 4), (64, 1)): image side (>= 32, VGG16's least) x epochs."""
     try:
         stages = tuple(tuple(int(n) for n in part.split("x")) for part in value.split(","))
     except ValueError:
