@@ -15,7 +15,7 @@ class PretrainConfig:
     and then on larger ones (progressive resizing): the small stage is cheap, the larger
     one teaches the filters the stroke widths they will see at 100x100."""
 
-    stages: tuple[tuple[int, int], ...] = ((32, 4), (100, 1))  # (image side px, epochs)
+    stages: tuple[tuple[int, int], ...] = ((32, 4), (64, 1))  # (image side px, epochs)
     per_class: int = 600  # samples per digit 3..9 (7 classes); 0 = all
     batch_size: int = 64
     learning_rate: float = 2e-4
