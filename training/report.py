@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from common.contract import CLASS_LABELS  # noqa: E402
+from common.contract import CLASS_LABELS, IMAGE_SIZE  # noqa: E402
 from common.images import invert_polarity  # noqa: E402
 
 METRICS_KEYS = ("val_accuracy", "val_count", "epochs_run", "train_seconds", "backbone")
@@ -128,7 +128,7 @@ def _model_section(name: str, entry: dict) -> str:
             f"{pretraining['train_count']} images, stages px x epochs {pretraining['stages']}): "
             f"{_percent(pretraining['held_out_accuracy'])} on {pretraining['held_out_count']} "
             f"held-out digits at {pretraining['held_out_size']} px "
-            f"({_percent(pretraining['held_out_accuracy_full_size'])} at 100 px), "
+            f"({_percent(pretraining['held_out_accuracy_full_size'])} at {IMAGE_SIZE} px), "
             f"{pretraining['seconds']:.0f} s "
             "(built once, then cached)"
         )
