@@ -223,6 +223,8 @@ def test_missing_base_weights_file(tmp_path, digit_folder):
 def test_bad_flag_value_is_one_line_error():
     assert_one_line_error(run_cli("--models", "resnet"), "unknown model resnet")
     assert_one_line_error(run_cli("--epochs", "0"), "--epochs")
+    for flag in ("--augmented-copies", "--limit-per-class", "--pretrain-per-class"):
+        assert_one_line_error(run_cli(flag, "-1"), flag, "negative")
     for stages in ("32x4,64", "16x2", "32x0", "big"):
         assert_one_line_error(run_cli("--pretrain-stages", stages), "SIDExEPOCHS")
 

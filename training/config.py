@@ -43,6 +43,8 @@ class TrainConfig:
     verbose: int = 1  # Keras progress bars (2 = one line per epoch)
     learning_rate: float = 1e-3  # scratch CNN, and the VGG16 head in phase 1
     finetune_learning_rate: float = 5e-5  # VGG16 phase 2 (block5 unfrozen; 1e-4 oscillated)
-    augmented_copies: int = 1  # VGG16: augmented passes whose block4 features are precomputed
+    # VGG16: augmented passes whose block4 features are precomputed (docs/training.md: one
+    # copy is too few views per image for block5 to fine-tune on)
+    augmented_copies: int = 2
     early_stopping_patience: int = 3
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)

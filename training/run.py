@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from common.cli import ArgumentParser, UserError, positive_int, run_cli
+from common.cli import ArgumentParser, UserError, non_negative_int, positive_int, run_cli
 from common.contract import DATASET_FOLDER, MODEL_NAMES
 from training.bundled.materialise import materialise_bundled_digits
 from training.config import BASE_WEIGHTS_CHOICES, PretrainConfig, TrainConfig
@@ -123,10 +123,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     add("--no-export", action="store_true", help="do not publish to OUTPUT/model_repository")
     add("--skip-bad-files", action="store_true", help="skip unreadable images, else fatal")
     add("--cache-dir", type=Path, default=defaults.cache_dir, help="bundled data + backbones")
-    add("--limit-per-class", type=int, default=0, help="at most N images per class; 0 = all")
+    count = non_negative_int
+    add("--limit-per-class", type=count, default=0, help="at most N images per class; 0 = all")
     add(
         "--augmented-copies",
-        type=int,
+        type=count,
         default=defaults.augmented_copies,
         help="VGG16: augmented passes of the training images (frozen-block features cached)",
     )
@@ -136,7 +137,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         default=pretrain.stages_label(),
         help="fallback backbone: SIDExEPOCHS per stage, growing image sizes",
     )
-    add("--pretrain-per-class", type=int, default=pretrain.per_class, help="fallback: 0 = all")
+    add("--pretrain-per-class", type=count, default=pretrain.per_class, help="fallback: 0 = all")
     add("--verbose", type=int, choices=(0, 1, 2), default=defaults.verbose, help="Keras bars")
     args = parser.parse_args(argv)
     return replace(
