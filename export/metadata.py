@@ -6,7 +6,6 @@ from pathlib import Path
 from common import versions
 from common.contract import CLASS_LABELS, IMAGE_SIZE, INPUT_NAME, OUTPUT_NAME
 from common.repository import METADATA_FILE, sha256_file
-from common.versions import installed_version
 
 LIBRARIES = ("tensorflow", "tf-keras", "tf2onnx", "onnx", "onnxconverter-common", "numpy")
 ONNXRUNTIME_DISTRIBUTIONS = ("onnxruntime-gpu", "onnxruntime")
@@ -23,7 +22,7 @@ def file_hashes(folder: Path) -> dict[str, str]:
 
 def library_versions() -> dict[str, str | None]:
     """Export's libraries, and whichever ONNX Runtime build is installed as "onnxruntime"."""
-    runtime = next(filter(None, map(installed_version, ONNXRUNTIME_DISTRIBUTIONS)), None)
+    runtime = next(filter(None, map(versions.installed_version, ONNXRUNTIME_DISTRIBUTIONS)), None)
     return {**versions.library_versions(LIBRARIES), "onnxruntime": runtime}
 
 

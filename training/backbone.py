@@ -27,7 +27,7 @@ from common.contract import IMAGE_SIZE
 from training.bundled.materialise import load_bundled
 from training.config import BASE_WEIGHTS_CHOICES, PretrainConfig
 from training.models import build_vgg16_backbone, build_vgg16_classifier
-from training.pipeline import evaluation_dataset, training_dataset
+from training.pipeline import EVAL_BATCH_SIZE, evaluation_dataset, training_dataset
 from training.reproducibility import make_reproducible
 
 PRETRAIN_DIGITS = (3, 4, 5, 6, 7, 8, 9)
@@ -149,7 +149,7 @@ def _classifier(side: int, weights: list | None, learning_rate: float) -> keras.
 
 
 def _held_out_accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> float:
-    data = evaluation_dataset(_resized(images, IMAGE_SIZE), labels, 64)
+    data = evaluation_dataset(_resized(images, IMAGE_SIZE), labels, EVAL_BATCH_SIZE)
     return float(model.evaluate(data, verbose=0)[1])
 
 

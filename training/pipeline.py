@@ -5,6 +5,8 @@ import tensorflow as tf
 
 from training.augment import augment_batches
 
+EVAL_BATCH_SIZE = 64  # evaluation and feature passes (no gradients, so larger than training's)
+
 
 def _as_float_batches(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
     """(uint8 [N, H, W], int64 [N]) slices to be cast to the model's float32 [H, W, 1]."""

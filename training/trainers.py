@@ -24,6 +24,7 @@ from training.models import (
     vgg16_parts,
 )
 from training.pipeline import (
+    EVAL_BATCH_SIZE,
     augmented_dataset,
     evaluation_dataset,
     feature_dataset,
@@ -31,8 +32,6 @@ from training.pipeline import (
 )
 from training.reproducibility import make_reproducible
 from training.train import PhaseSettings, fit_phase
-
-EVAL_BATCH_SIZE = 64
 
 
 def _phase(config: TrainConfig, name: str, learning_rate: float) -> PhaseSettings:
