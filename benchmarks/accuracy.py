@@ -31,6 +31,7 @@ from benchmarks.server import require_serving
 from common.cli import UserError, run_cli
 from common.contract import CLASS_LABELS
 from common.images import invert_polarity
+from common.ownership import claim_folder
 from common.repository import read_metadata
 
 SCHEMA = "digits-benchmarks/accuracy/1"
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         require_serving(args.target)
         client = DigitClient(args.target)
     output = args.output or RESULTS_DIR / args.run_name
-    output.mkdir(parents=True, exist_ok=True)
+    claim_folder(output)  # ours, new or empty; a foreign folder is refused
     try:
         evaluations, agreements, _ = evaluate(args, models, datasets, client)
     finally:

@@ -41,6 +41,7 @@ from benchmarks.runtimes import (
 from benchmarks.samples import load_sample_pixels, serialized_requests
 from benchmarks.server import ServerProbe, ServerProcess, require_serving, started_record
 from common.cli import UserError, run_cli
+from common.ownership import claim_folder
 
 SCHEMA = "digits-benchmarks/latency/1"
 
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.target:
         require_serving(args.target)
     output = args.output or RESULTS_DIR / args.run_name
-    output.mkdir(parents=True, exist_ok=True)
+    claim_folder(output)  # ours, new or empty; a foreign folder is refused
 
     machine = machine_info()
     pixels, sample_source = load_sample_pixels(args.validation_file, max(config.batch_sizes))

@@ -33,7 +33,7 @@ from export.runtime import (
 from export.savedmodel import ServingModule, load_serving_function, save_saved_model
 from export.speed import measure_optimizations, save_optimized_graph
 from export.trained import check_model_contract, load_trained_models
-from export.triton import triton_config
+from export.triton import GENERATED_HEADER, triton_config
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,15 @@ def write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f"{TEMP_PREFIX}{path.name}")
     temporary.write_text(text)
     os.replace(temporary, path)
+
+
+def write_triton_config(model_dir: Path, name: str) -> None:
+    """config.pbtxt, unless one that export did not write is there (it is kept as it is)."""
+    path = model_dir / TRITON_CONFIG_FILE
+    if path.exists() and not path.read_text(errors="replace").startswith(GENERATED_HEADER):
+        log.warning("keeping %s: not written by digit-serving, so never replaced", path)
+        return
+    write_atomically(path, triton_config(name))
 
 
 def build_version(
@@ -148,6 +157,7 @@ def publish_model(
     log.info("exporting %s to %s", name, repository)
     images = check_validation_images(validation_images)
     model_dir = Path(repository) / name
+    created_model_dir = not model_dir.exists()
     model_dir.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=model_dir))
     temporary.chmod(0o755)  # mkdtemp makes it private; servers may run as another user
@@ -155,11 +165,11 @@ def publish_model(
         figures = build_version(model, temporary, images, validation_labels, options)
         full_metadata = contract_metadata(name, version=0) | dict(metadata) | figures
         full_metadata["files"] = file_hashes(temporary)
-        write_atomically(model_dir / TRITON_CONFIG_FILE, triton_config(name))
+        write_triton_config(model_dir, name)
         published = rename_to_next_version(temporary, full_metadata)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
-        if not any(model_dir.iterdir()):
+        if created_model_dir and not any(model_dir.iterdir()):
             model_dir.rmdir()
         raise
     log.info("published %s", published)

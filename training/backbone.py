@@ -24,6 +24,7 @@ import tf_keras as keras
 
 from common.cli import UserError
 from common.contract import IMAGE_SIZE
+from common.ownership import claim_folder
 from training.bundled.materialise import load_bundled
 from training.config import BASE_WEIGHTS_CHOICES, PretrainConfig
 from training.models import build_vgg16_backbone, build_vgg16_classifier
@@ -107,7 +108,7 @@ def ensure_fallback_weights(
         if sidecar.get("settings") == settings:
             print(f"using cached fallback backbone {weights} (built in {sidecar['seconds']:.0f} s)")
             return weights, sidecar
-    weights.parent.mkdir(parents=True, exist_ok=True)
+    claim_folder(weights.parent)  # a foreign folder of that name is refused, not written to
     sidecar = pretrain_on_digits(weights, pretrain, seed, verbose)
     sidecar["settings"] = settings
     sidecar_path.write_text(json.dumps(sidecar, indent=2) + "\n")

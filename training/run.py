@@ -14,18 +14,20 @@ from pathlib import Path
 
 from common.cli import ArgumentParser, UserError, non_negative_int, positive_int, run_cli
 from common.contract import DATASET_FOLDER, MODEL_NAMES
+from common.ownership import claim_folder
 from training.bundled.materialise import materialise_bundled_digits
 from training.config import BASE_WEIGHTS_CHOICES, PretrainConfig, TrainConfig
 from training.data import load_dataset
 
 
 def prepare_output_dir(path: Path) -> None:
-    """Create the output folder and prove it is writable, before any slow work."""
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{path}: output path exists and is not a folder")
+    """Claim the output folder (ours, or new, or empty) and prove it is writable, before any
+    slow work and before anything else is written."""
+    claim_folder(path)
+    claim_folder(path / "checkpoints")
     try:
-        for folder in (path, path / "keras", path / "report", path / "checkpoints"):
-            folder.mkdir(parents=True, exist_ok=True)
+        for folder in (path / "keras", path / "report"):
+            folder.mkdir(exist_ok=True)
         probe = path / ".write_test"
         probe.write_text("ok")
         probe.unlink()
@@ -43,9 +45,11 @@ def check_base_weights(config: TrainConfig) -> None:
 def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     """The whole job; returns the summary of every model in the output folder.
 
-    Inputs are checked before TensorFlow is imported, so a user error answers at once.
+    Inputs are checked before TensorFlow is imported, so a user error answers at once, and
+    the output folder before the bundled digits are written, so a bad run writes nothing.
     """
     check_base_weights(config)
+    prepare_output_dir(config.output_dir)
     data_dir = config.data_dir or materialise_bundled_digits(config.cache_dir)
     train, validation = load_dataset(
         data_dir,
@@ -54,7 +58,6 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         config.skip_bad_files,
         config.limit_per_class,
     )
-    prepare_output_dir(config.output_dir)
     print(
         f"data: {data_dir}: {len(train.labels)} training and {len(validation.labels)} "
         f"validation images ({len(train.labels) + len(validation.labels)} in all)"

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from common.contract import MODEL_NAMES
+from common.ownership import claim_folder, release_folder, remove_owned
 from common.validation_split import VALIDATION_FILE, save_validation_split
 from training import report
 from training.backbone import resolve_backbone
@@ -151,16 +151,16 @@ TRAINERS = {"scratch_cnn": train_scratch_cnn, "vgg16_finetuned": train_vgg16_fin
 
 
 def checkpoint_dir(workdir: Path, config: TrainConfig, train: Split) -> Path:
-    """The model's checkpoint folder, emptied if it was left by a run with other settings
-    or data (only the same run may resume)."""
+    """The model's checkpoint folder (marked as ours), emptied if an earlier run of ours left
+    it with other settings or data (only the same run may resume); a foreign one is refused."""
     settings = asdict(replace(config, verbose=0, export=False))
     settings["train_files"] = [str(path) for path in train.files]
     fingerprint = hashlib.sha256(json.dumps(settings, default=str).encode()).hexdigest()
     stamp = workdir / "run.sha256"
     if workdir.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+        remove_owned(workdir)
         print(f"{workdir}: left by a run with other settings, starting afresh")
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    claim_folder(workdir)
     stamp.write_text(fingerprint)
     return workdir
 
@@ -182,7 +182,7 @@ def train_and_report(
     report.plot_confusion(
         evaluation["confusion"], f"{name} (validation)", out / "report" / f"{name}_confusion.png"
     )
-    shutil.rmtree(workdir, ignore_errors=True)
+    remove_owned(workdir)
     val_errors = evaluation["val_count"] - round(
         evaluation["val_accuracy"] * evaluation["val_count"]
     )
@@ -230,7 +230,7 @@ def train_all(
     table = report.write_report(out, summary, settings)
     metrics = report.metrics_from_summary(summary)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    release_folder(out / "checkpoints")  # kept if anything but our marker is left in it
     print("\n" + table)
     print(f"report: {out / 'report' / 'report.md'}")
     return summary

@@ -3,14 +3,15 @@
 Training then reads that folder through exactly the code path a user's --data-dir takes.
 """
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from common.cli import UserError
 from common.contract import CLASS_FOLDERS, DATASET_FOLDER
 from common.images import to_model_pixels
+from common.ownership import claim_folder, remove_owned
 
 ARCHIVE = Path(__file__).with_name("mnist_digits.npz")
 COMPLETE_MARKER = ".complete"
@@ -25,19 +26,28 @@ def load_bundled(digits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def materialise_bundled_digits(cache_dir: Path) -> Path:
-    """cache_dir/Hand_written_digits with 0_digits, 1_digits, 2_digits; built once."""
+    """cache_dir/Hand_written_digits with 0_digits, 1_digits, 2_digits; built once.
+
+    A folder of that name that this package did not write (a user's own digits, say) is
+    never replaced: the run stops with one line naming it.
+    """
     target = Path(cache_dir) / DATASET_FOLDER
-    if (target / COMPLETE_MARKER).exists():
+    if (target / COMPLETE_MARKER).is_file():  # written by this function (last step below)
         return target
+    if target.exists():
+        raise UserError(
+            f"{target}: exists and was not written by digit-serving; it is left untouched: "
+            f"train on it with --data-dir {target}, or pass another --cache-dir"
+        )
     partial = target.with_name(DATASET_FOLDER + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    remove_owned(partial)  # an interrupted earlier write of ours; refused if foreign
+    claim_folder(partial)
     images, labels = load_bundled(tuple(range(len(CLASS_FOLDERS))))
     for digit, folder in enumerate(CLASS_FOLDERS):
-        (partial / folder).mkdir(parents=True)
+        (partial / folder).mkdir()
         for index, sample in enumerate(images[labels == digit]):
             pixels = to_model_pixels(Image.fromarray(sample, mode="L"))
             Image.fromarray(pixels, mode="L").save(partial / folder / f"{digit}_{index:04d}.png")
     (partial / COMPLETE_MARKER).write_text("written by training.bundled.materialise\n")
-    shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return target
