@@ -14,15 +14,27 @@ from common.contract import IMAGE_SIZE
 
 RESAMPLING = Image.Resampling.BILINEAR
 DEFAULT_MAX_PIXELS = 40_000_000
+# Exactly the documented formats: Pillow's other decoders (EPS runs Ghostscript) never run.
+FORMATS = ("PNG", "JPEG", "BMP")
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")
 
 
 class ImageDecodeError(ValueError):
     """The bytes are not an image we can decode (the message says why)."""
 
 
+def eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit grayscale scaled to 8 bits (v * 255 / 65535, so 257 * v8 gives back v8);
+    Pillow's convert("L") would clip it to pure black and white instead."""
+    if image.mode not in SIXTEEN_BIT_MODES:
+        return image
+    wide = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+    return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L")
+
+
 def to_model_pixels(image: Image.Image) -> np.ndarray:
     """Grayscale and resize a decoded PIL image to uint8 [IMAGE_SIZE, IMAGE_SIZE]."""
-    gray = image.convert("L")
+    gray = eight_bit(image).convert("L")
     if gray.size != (IMAGE_SIZE, IMAGE_SIZE):
         gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), RESAMPLING)
     return np.asarray(gray, dtype=np.uint8)
@@ -33,7 +45,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
     if not data:
         raise ImageDecodeError("empty image")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageDecodeError(f"{width}x{height} pixels exceeds the limit of {max_pixels}")
@@ -42,11 +54,21 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
-        raise ImageDecodeError("not an image in a known format (PNG, JPEG, BMP...)") from None
+        raise ImageDecodeError("not an image in a supported format (PNG, JPEG, BMP)") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"cannot decode image: {error}") from error
     except Image.DecompressionBombError as error:
         raise ImageDecodeError(f"image too large: {error}") from error
+
+
+def encoded_pixel_count(data: bytes) -> int:
+    """Width x height from the header alone (0 if unreadable: decoding then says why)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            width, height = image.size
+            return width * height
+    except Exception:  # noqa: BLE001 - any unreadable header is reported by decode_image
+        return 0
 
 
 def load_image_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

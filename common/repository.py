@@ -20,11 +20,32 @@ METADATA_FILE = "metadata.json"
 TRITON_CONFIG_FILE = "config.pbtxt"
 
 
+def version_number(name: str) -> int | None:
+    """The version a folder name stands for: a positive integer written plainly, as export
+    names them ("²", "01", "0", "7x": None, ignored like any other stray folder)."""
+    if not (name.isascii() and name.isdigit()) or str(int(name)) != name or name == "0":
+        return None
+    return int(name)
+
+
 def list_versions(model_dir: Path) -> list[int]:
-    """Published versions of one model, ascending (temporary folders are ignored)."""
+    """Published versions of one model, ascending (temporary and stray folders are ignored)."""
     if not Path(model_dir).is_dir():
         return []
-    return sorted(int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit())
+    numbers = (version_number(p.name) for p in Path(model_dir).iterdir() if p.is_dir())
+    return sorted(number for number in numbers if number is not None)
+
+
+def folder_state(folder: Path) -> tuple:
+    """(path, size, mtime) of every file under `folder`: changes while a copy is under way."""
+    try:
+        return tuple(
+            (p.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns)
+            for p in sorted(Path(folder).rglob("*"))
+            if (stat := p.stat()) and p.is_file()
+        )
+    except OSError:  # a file vanished during the walk: the folder is changing
+        return ("changing",)
 
 
 def latest_version(model_dir: Path) -> int | None:

@@ -72,12 +72,21 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int | str]]:
     ]
 
 
-def _credentials(root_certificates: bytes | None) -> grpc.ChannelCredentials | None:
-    return None if root_certificates is None else grpc.ssl_channel_credentials(root_certificates)
+ClientCertificate = tuple[bytes, bytes]  # (PEM private key, PEM certificate chain), for mTLS
+
+
+def _credentials(
+    root_certificates: bytes | None, client_certificate: ClientCertificate | None
+) -> grpc.ChannelCredentials | None:
+    if root_certificates is None:
+        return None
+    key, chain = client_certificate or (None, None)
+    return grpc.ssl_channel_credentials(root_certificates, key, chain)
 
 
 class DigitClient:
-    """Blocking client; `root_certificates` (PEM bytes) switches to TLS."""
+    """Blocking client; `root_certificates` (PEM bytes) switches to TLS, and
+    `client_certificate` presents a certificate to a server that asks for one (mTLS)."""
 
     def __init__(
         self,
@@ -85,10 +94,11 @@ class DigitClient:
         *,
         timeout: float | None = 30.0,
         root_certificates: bytes | None = None,
+        client_certificate: ClientCertificate | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ):
         options = channel_options(max_message_bytes)
-        credentials = _credentials(root_certificates)
+        credentials = _credentials(root_certificates, client_certificate)
         self.channel = (
             grpc.insecure_channel(target, options=options)
             if credentials is None
@@ -149,10 +159,11 @@ class AsyncDigitClient:
         *,
         timeout: float | None = 30.0,
         root_certificates: bytes | None = None,
+        client_certificate: ClientCertificate | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ):
         options = channel_options(max_message_bytes)
-        credentials = _credentials(root_certificates)
+        credentials = _credentials(root_certificates, client_certificate)
         self.channel = (
             grpc.aio.insecure_channel(target, options=options)
             if credentials is None
@@ -214,6 +225,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--version", type=int, default=0, help="model version [0: newest]")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call [30]")
     parser.add_argument("--tls-ca", type=Path, help="PEM certificate to trust (enables TLS)")
+    parser.add_argument("--tls-cert", type=Path, help="PEM client certificate (mTLS)")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     return parser.parse_args(argv)
 
 
@@ -228,11 +241,14 @@ def read_file(path: Path) -> bytes | str:
 def classify_files(args: argparse.Namespace, files: dict[Path, bytes]) -> dict[Path, object]:
     """One request per file over one stream: {path: ClassifyResponse}."""
     root = args.tls_ca.read_bytes() if args.tls_ca else None
+    mine = (args.tls_key.read_bytes(), args.tls_cert.read_bytes()) if args.tls_cert else None
     target = f"{args.host}:{args.port}"
     requests = [
         classify_request(args.model, [data], args.version, str(p)) for p, data in files.items()
     ]
-    with DigitClient(target, timeout=args.timeout, root_certificates=root) as client:
+    with DigitClient(
+        target, timeout=args.timeout, root_certificates=root, client_certificate=mine
+    ) as client:
         try:
             return dict(zip(files, client.classify_stream(requests), strict=True))
         except grpc.RpcError as error:
@@ -241,6 +257,11 @@ def classify_files(args: argparse.Namespace, files: dict[Path, bytes]) -> dict[P
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_cert and not args.tls_ca):
+        raise UserError("--tls-cert and --tls-key go together, and with --tls-ca")
+    for path in (args.tls_ca, args.tls_cert, args.tls_key):
+        if path is not None and not path.is_file():
+            raise UserError(f"TLS file not found: {path}")
     contents = {path: read_file(path) for path in args.images}
     replies = classify_files(
         args, {p: data for p, data in contents.items() if isinstance(data, bytes)}

@@ -10,6 +10,7 @@ from common.cli import ArgumentParser, UserError, non_negative_int, positive_int
 from common.contract import DEFAULT_OUTPUT
 from common.images import DEFAULT_MAX_PIXELS
 from common.repository import REPOSITORY_FOLDER
+from serving.preprocess import PixelLimits
 
 # Measured on the 2-core CPU of docs/serving.md: waiting only added latency; batches still
 # form from the requests that queue while the previous run is busy.
@@ -34,17 +35,25 @@ class ServerConfig:
     max_message_bytes: int = 16 * 1024 * 1024
     max_images_per_request: int = 256
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_request_pixels: int = 64_000_000
+    max_inflight_requests: int = 256
+    max_inflight_bytes: int = 64 * 1024 * 1024
     poll_seconds: float = 5.0
     grace_seconds: float = 10.0
     keep_versions: int = 2
     max_connection_age_seconds: float = 300.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    tls_client_ca: Path | None = None
     log_format: str = "json"
 
     @property
     def batch_delay_s(self) -> float:
         return self.batch_delay_us / 1e6
+
+    @property
+    def pixel_limits(self) -> PixelLimits:
+        return PixelLimits(per_image=self.max_pixels, per_request=self.max_request_pixels)
 
 
 def seconds(value: str) -> float:
@@ -151,6 +160,30 @@ _OPTIONS = (
         "largest width x height accepted for one image (decompression bombs)",
     ),
     (
+        "--max-request-pixels",
+        "DIGITS_MAX_REQUEST_PIXELS",
+        positive_int,
+        "max_request_pixels",
+        "N",
+        "largest width x height of all images of one request together (bounds its decode)",
+    ),
+    (
+        "--max-inflight-requests",
+        "DIGITS_MAX_INFLIGHT_REQUESTS",
+        positive_int,
+        "max_inflight_requests",
+        "N",
+        "calls worked on at once; beyond it RESOURCE_EXHAUSTED at once",
+    ),
+    (
+        "--max-inflight-bytes",
+        "DIGITS_MAX_INFLIGHT_BYTES",
+        positive_int,
+        "max_inflight_bytes",
+        "N",
+        "request bytes worked on at once (all calls); beyond it RESOURCE_EXHAUSTED at once",
+    ),
+    (
         "--poll-seconds",
         "DIGITS_POLL_SECONDS",
         seconds,
@@ -192,6 +225,14 @@ _OPTIONS = (
         "TLS certificate chain (with --tls-key; unset: plaintext)",
     ),
     ("--tls-key", "DIGITS_TLS_KEY", Path, "tls_key", "PEM", "TLS private key (with --tls-cert)"),
+    (
+        "--tls-client-ca",
+        "DIGITS_TLS_CLIENT_CA",
+        Path,
+        "tls_client_ca",
+        "PEM",
+        "CA certificates: require and verify client certificates signed by them (mTLS)",
+    ),
     (
         "--log-format",
         "DIGITS_LOG_FORMAT",
@@ -247,6 +288,12 @@ def validate(config: ServerConfig) -> None:
         raise UserError(f"--log-format must be json or text, not {config.log_format}")
     if (config.tls_cert is None) != (config.tls_key is None):
         raise UserError("--tls-cert and --tls-key go together")
-    for path in (config.tls_cert, config.tls_key):
+    if config.max_inflight_bytes < config.max_message_bytes:
+        raise UserError(
+            "--max-inflight-bytes must be at least --max-message-bytes (one largest request)"
+        )
+    if config.tls_client_ca is not None and config.tls_cert is None:
+        raise UserError("--tls-client-ca needs --tls-cert and --tls-key (mTLS is over TLS)")
+    for path in (config.tls_cert, config.tls_key, config.tls_client_ca):
         if path is not None and not path.is_file():
             raise UserError(f"TLS file not found: {path}")

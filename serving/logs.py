@@ -5,6 +5,23 @@ import logging
 import sys
 import time
 
+ECHO_LIMIT = 64  # characters of a caller's string (a model name, say) echoed back or logged
+
+
+def escape_controls(text: str) -> str:
+    """Control characters (newlines among them) written as escapes: one record, one line."""
+    return "".join(
+        repr(char)[1:-1] if not char.isprintable() and char != " " else char for char in text
+    )
+
+
+def shown(value: str, limit: int = ECHO_LIMIT) -> str:
+    """A caller's string as it may be echoed: escaped, and cut to `limit` characters."""
+    cut = value[:limit]
+    suffix = f"... ({len(value)} characters)" if len(value) > limit else ""
+    return escape_controls(cut) + suffix
+
+
 # Attributes every LogRecord has; anything else was passed with `extra=` and is a field.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
@@ -26,8 +43,13 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD)
-        line = f"{self.formatTime(record)} {record.levelname:<7} {record.getMessage()} {fields}"
+        fields = " ".join(
+            f"{k}={escape_controls(str(v))}"
+            for k, v in record.__dict__.items()
+            if k not in _STANDARD
+        )
+        message = escape_controls(record.getMessage())
+        line = f"{self.formatTime(record)} {record.levelname:<7} {message} {fields}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line.rstrip()

@@ -1,17 +1,32 @@
 """Request images to model pixels (uint8 [k, 100, 100]) via common.images, off the event loop."""
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
 import numpy as np
 
 from common.contract import IMAGE_SIZE
-from common.images import ImageDecodeError, array_to_model_pixels, decode_image
+from common.images import (
+    ImageDecodeError,
+    array_to_model_pixels,
+    decode_image,
+    encoded_pixel_count,
+)
 from protos.digits.v1 import digits_pb2
 from serving import errors
 
 RawTensor = digits_pb2.RawTensor
+
+
+@dataclass(frozen=True)
+class PixelLimits:
+    per_image: int  # width x height of one image (decompression bombs)
+    per_request: int  # all images of one request together (the decode cost of a call)
+
+
 RAW_DTYPES = {RawTensor.UINT8: np.dtype(np.uint8), RawTensor.FLOAT32: np.dtype("<f4")}
 
 
@@ -49,11 +64,39 @@ def image_pixels(image: digits_pb2.Image, max_pixels: int) -> np.ndarray:
     raise ImageDecodeError("empty image (neither encoded nor raw is set)")
 
 
+def pixel_count(image: digits_pb2.Image) -> int:
+    """Width x height of one request image, from its header or raw sizes, before decoding."""
+    if image.WhichOneof("source") == "encoded":
+        return encoded_pixel_count(image.encoded)
+    return image.raw.height * image.raw.width
+
+
+def check_request_pixels(images: Sequence[digits_pb2.Image], max_request_pixels: int) -> None:
+    """The decode cost of a whole request is bounded before any image is decoded."""
+    total = 0
+    for index, image in enumerate(images):
+        total += pixel_count(image)
+        if total > max_request_pixels:
+            raise errors.invalid_argument(
+                f"images 0..{index} hold {total} pixels, over the limit of {max_request_pixels} "
+                "per request (send fewer or smaller images)"
+            )
+
+
 def fill_pixels(
-    images: Sequence[digits_pb2.Image], start: int, out: np.ndarray, max_pixels: int
+    images: Sequence[digits_pb2.Image],
+    start: int,
+    out: np.ndarray,
+    max_pixels: int,
+    stop: threading.Event,
 ) -> None:
-    """Preprocess images[start:start + len(out)] into out; errors name the image index."""
+    """Preprocess images[start:start + len(out)] into out; errors name the image index.
+
+    `stop` is set once the caller is gone (cancelled, deadline passed): no further image of
+    the request is decoded."""
     for offset in range(len(out)):
+        if stop.is_set():
+            return
         index = start + offset
         try:
             out[offset] = image_pixels(images[index], max_pixels)
@@ -62,19 +105,33 @@ def fill_pixels(
 
 
 async def preprocess(
-    images: Sequence[digits_pb2.Image], max_pixels: int, executor: Executor, workers: int
+    images: Sequence[digits_pb2.Image],
+    limits: PixelLimits,
+    executor: Executor,
+    workers: int,
+    deadline: float | None = None,
 ) -> np.ndarray:
-    """All images of a request, split into at most `workers` chunks decoded in parallel."""
+    """All images of a request, split into at most `workers` chunks decoded in parallel.
+
+    Work stops when the caller is gone: on cancellation, and at its deadline."""
+    loop = asyncio.get_running_loop()
+    stop = threading.Event()
+    if len(images) > 1:  # one image is bounded by max_pixels already
+        await loop.run_in_executor(executor, check_request_pixels, images, limits.per_request)
     pixels = np.empty((len(images), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     bounds = np.linspace(0, len(images), min(workers, len(images)) + 1).astype(int)
-    loop = asyncio.get_running_loop()
-    results = await asyncio.gather(
-        *(
-            loop.run_in_executor(executor, fill_pixels, images, a, pixels[a:b], max_pixels)
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-        ),
-        return_exceptions=True,
-    )
+    chunks = [
+        loop.run_in_executor(executor, fill_pixels, images, a, pixels[a:b], limits.per_image, stop)
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    timeout = None if deadline is None else max(0.0, deadline - loop.time())
+    try:
+        async with asyncio.timeout(timeout):
+            results = await asyncio.gather(*chunks, return_exceptions=True)
+    except TimeoutError:
+        raise errors.deadline_exceeded("deadline passed while decoding the images") from None
+    finally:
+        stop.set()  # also on cancellation: the chunks still running stop at their next image
     for result in results:  # chunks are in index order: the first error has the lowest index
         if isinstance(result, BaseException):
             raise result

@@ -1,9 +1,14 @@
 """The served model versions, kept in step with the model repository on disk.
 
-Every `poll_seconds` the repository is listed; a new version is loaded in a worker thread
-and then becomes the default ("newest") in one step. Versions beyond the newest
-`keep_versions` leave the lookup at once but keep their session until every request
-already queued on them is answered, so a reload never fails a request in flight.
+Every `poll_seconds` the repository is listed; a new version is loaded and checked
+completely in a worker thread (serving.runtime.load_model_version) and only then becomes
+the default ("newest") in one step. Versions beyond the newest `keep_versions` that loaded
+leave the lookup at once but keep their session until every request already queued on them
+is answered, so a reload never fails a request in flight.
+
+Each model and each version fails alone: a version that cannot be served is refused with one
+log line and a metric, never counts toward `keep_versions`, and is tried again once its
+files change (a folder copied in slowly loads when the copy is complete).
 """
 
 import asyncio
@@ -13,10 +18,11 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from common.cli import UserError
-from common.repository import list_models, list_versions, version_dir
+from common.repository import folder_state, list_models, list_versions, version_dir
 from serving import errors
 from serving.batcher import Batcher
 from serving.config import ServerConfig
+from serving.logs import shown
 from serving.metrics import ServerMetrics
 from serving.runtime import ModelLoadError, ProviderChoice, load_model_version
 
@@ -31,7 +37,7 @@ class ModelRegistry:
         self.repository = Path(config.model_repository)
         self.choice = ProviderChoice(config.provider)
         self._served: dict[str, dict[int, Batcher]] = {}
-        self._failed: set[tuple[str, int]] = set()
+        self._failed: dict[tuple[str, int], tuple] = {}  # (model, version): its files then
         self._unloading: set[asyncio.Task] = set()
 
     @property
@@ -48,7 +54,7 @@ class ModelRegistry:
         """Loaded versions of one model, ascending; NOT_FOUND if the model is not served."""
         if name not in self._served:
             served = ", ".join(self.model_names()) or "none"
-            raise errors.not_found(f"model {name!r} is not served (served: {served})")
+            raise errors.not_found(f"model '{shown(name)}' is not served (served: {served})")
         return dict(sorted(self._served[name].items()))
 
     def get(self, name: str, version: int = 0) -> Batcher:
@@ -58,7 +64,8 @@ class ModelRegistry:
             return versions[max(versions)]
         if version not in versions:
             raise errors.not_found(
-                f"model {name!r} has no version {version} loaded (loaded: {sorted(versions)})"
+                f"model '{shown(name)}' has no version {version} loaded "
+                f"(loaded: {sorted(versions)})"
             )
         return versions[version]
 
@@ -79,32 +86,52 @@ class ModelRegistry:
             raise UserError(f"models not in {self.repository}: {', '.join(missing)}")
 
     async def load_initial(self) -> None:
-        """Load the newest versions of every wanted model; UserError if any cannot be served."""
+        """Load the newest versions of every wanted model; UserError if a model named with
+        --models, or every model, has no version that can be served."""
         self.check_repository()
         await self.refresh()
         unloaded = [name for name in self._wanted_models() if name not in self._served]
-        if unloaded:
+        if unloaded and (self.config.models or not self._served):
             raise UserError(f"no loadable version of {', '.join(unloaded)} in {self.repository}")
+        if unloaded:  # served once a version loads: polling goes on for them
+            log.error("models without a loadable version", extra={"models": unloaded})
 
     async def refresh(self) -> None:
-        """Load new versions and retire those beyond the newest `keep_versions`."""
-        for name in self._wanted_models():
-            wanted = list_versions(self.repository / name)[-self.config.keep_versions :]
-            for version in wanted:
-                if (
-                    version not in self._served.get(name, {})
-                    and (name, version) not in self._failed
-                ):
-                    await self._load(name, version)
-            served = self._served.get(name, {})
-            if any(version in served for version in wanted):  # never retire the last one
-                for version in [v for v in served if v not in wanted]:
-                    self._retire(name, version)
-            if served:
-                self.metrics.default_version.labels(name).set(max(served))
+        """Load new versions and retire those beyond the newest `keep_versions` that loaded."""
+        try:
+            names = self._wanted_models()
+        except OSError as error:
+            log.error("model repository unreadable", extra={"reason": str(error)})
+            return
+        for name in names:
+            try:
+                await self._refresh_model(name)
+            except Exception as error:  # one model's trouble never stops the others
+                log.error(
+                    "model refresh failed",
+                    extra={"model": shown(name), "reason": f"{type(error).__name__}: {error}"},
+                )
 
-    async def _load(self, name: str, version: int) -> None:
+    async def _refresh_model(self, name: str) -> None:
+        kept: list[int] = []
+        for version in reversed(list_versions(self.repository / name)):
+            if len(kept) == self.config.keep_versions:
+                break
+            if version in self._served.get(name, {}) or await self._load(name, version):
+                kept.append(version)
+        served = self._served.get(name, {})
+        if kept:  # never retire the last version while nothing newer loaded
+            for version in [v for v in served if v not in kept]:
+                self._retire(name, version)
+        if served:
+            self.metrics.default_version.labels(name).set(max(served))
+
+    async def _load(self, name: str, version: int) -> bool:
+        """Load and check one version; False (logged, counted) if it cannot be served."""
         folder = version_dir(self.repository, name, version)
+        state = folder_state(folder)
+        if self._failed.get((name, version)) == state:
+            return False  # refused before, and its files have not changed since
         start = time.perf_counter()
         try:
             model = await asyncio.to_thread(
@@ -115,13 +142,18 @@ class ModelRegistry:
                 self.choice,
                 self.config.intra_op_threads,
             )
-        except ModelLoadError as error:
-            self._failed.add((name, version))
+        except UserError:
+            raise
+        except Exception as error:  # ModelLoadError, or anything a broken file raises
+            self._failed[(name, version)] = state
+            self.metrics.versions_refused.labels(name).inc()
+            reason = str(error) if isinstance(error, ModelLoadError) else repr(error)
             log.error(
-                "model version not loaded",
-                extra={"model": name, "version": version, "reason": str(error)},
+                "model version refused; tried again when its files change",
+                extra={"model": name, "version": version, "reason": shown(reason, 500)},
             )
-            return
+            return False
+        self._failed.pop((name, version), None)
         batcher = Batcher(
             model,
             max_batch_size=self.config.max_batch_size,
@@ -143,6 +175,7 @@ class ModelRegistry:
                 "seconds": round(time.perf_counter() - start, 3),
             },
         )
+        return True
 
     def _retire(self, name: str, version: int) -> None:
         """Out of the lookup now; unloaded once its queued requests are answered."""

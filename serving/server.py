@@ -5,6 +5,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -14,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from common.cli import UserError
 from protos.digits.v1 import digits_pb2, digits_pb2_grpc
 from serving.config import ServerConfig
+from serving.interceptors import MalformedRequestInterceptor
 from serving.metrics import ServerMetrics
 from serving.registry import ModelRegistry
 from serving.service import DigitClassifierService
@@ -43,11 +45,43 @@ def check_port_free(host: str, port: int) -> None:
         raise UserError(f"cannot listen on {address(host, port)}: {error.strerror}") from None
 
 
+def check_tls_files(config: ServerConfig) -> None:
+    """Name the TLS file that is wrong, and how, before gRPC refuses it with no reason."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_verify_locations(cafile=config.tls_cert)
+    except ssl.SSLError:
+        raise UserError(f"--tls-cert {config.tls_cert}: no PEM certificate in it") from None
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except ssl.SSLError as error:
+        if "KEY_VALUES_MISMATCH" in str(error):
+            raise UserError(
+                f"--tls-key {config.tls_key} does not match the certificate in {config.tls_cert}"
+            ) from None
+        raise UserError(
+            f"--tls-key {config.tls_key}: not an unencrypted PEM private key ({error.reason})"
+        ) from None
+    if config.tls_client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=config.tls_client_ca)
+        except ssl.SSLError:
+            raise UserError(
+                f"--tls-client-ca {config.tls_client_ca}: no PEM CA certificate in it"
+            ) from None
+
+
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS when a certificate is given; with --tls-client-ca, clients must present a
+    certificate signed by that CA (mTLS)."""
     if config.tls_cert is None or config.tls_key is None:
         return None
+    check_tls_files(config)
+    client_ca = config.tls_client_ca
     return grpc.ssl_server_credentials(
-        [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
+        [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
+        root_certificates=None if client_ca is None else client_ca.read_bytes(),
+        require_client_auth=client_ca is not None,
     )
 
 
@@ -88,7 +122,12 @@ class DigitServer:
         self._watch: asyncio.Task | None = None
 
     def _build_grpc_server(self) -> grpc.aio.Server:
-        server = grpc.aio.server(options=server_options(self.config))
+        server = grpc.aio.server(
+            options=server_options(self.config),
+            interceptors=[MalformedRequestInterceptor()],
+            # calls beyond this are answered RESOURCE_EXHAUSTED before their message is read
+            maximum_concurrent_rpcs=self.config.max_inflight_requests,
+        )
         service = DigitClassifierService(
             self.config, self.registry, self.metrics, self.decode_executor, self.decode_workers
         )

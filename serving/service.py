@@ -9,10 +9,13 @@ from concurrent.futures import Executor
 import grpc
 import numpy as np
 
+from common.contract import IMAGE_SIZE
 from protos.digits.v1 import digits_pb2, digits_pb2_grpc
 from serving import errors
+from serving.admission import ByteAdmission
 from serving.batcher import Batcher
 from serving.config import ServerConfig
+from serving.logs import shown
 from serving.metrics import ServerMetrics
 from serving.preprocess import preprocess
 from serving.registry import ModelRegistry
@@ -20,6 +23,7 @@ from serving.registry import ModelRegistry
 log = logging.getLogger("serving.service")
 
 STREAM_WINDOW = 64  # requests of one ClassifyStream call being worked on at once
+MAX_REQUEST_ID = 256  # characters; the id is echoed in the reply
 UNKNOWN_MODEL = "<unknown>"  # metrics label for names that are not served (bounded cardinality)
 
 
@@ -33,28 +37,21 @@ def predictions(probabilities: np.ndarray, labels: tuple[str, ...]) -> list[digi
 
 
 def model_metadata(versions: dict[int, Batcher], version: int) -> digits_pb2.ModelMetadata:
+    """What a client needs to know of one version (shapes from its checked graph)."""
     model = versions[version].model
-    meta = model.metadata
-    io = {key: meta.get(key) or {} for key in ("input", "output")}
     return digits_pb2.ModelMetadata(
         name=model.name,
         version=model.version,
         versions=sorted(versions),
         labels=model.labels,
         input=digits_pb2.TensorSpec(
-            name=model.input_name,
-            dtype=io["input"].get("dtype", "float32"),
-            shape=[-1 if d is None else d for d in io["input"].get("shape", [-1, 100, 100, 1])],
+            name=model.input_name, dtype="float32", shape=[-1, IMAGE_SIZE, IMAGE_SIZE, 1]
         ),
         output=digits_pb2.TensorSpec(
-            name=model.output_name,
-            dtype=io["output"].get("dtype", "float32"),
-            shape=[
-                -1 if d is None else d for d in io["output"].get("shape", [-1, len(model.labels)])
-            ],
+            name=model.output_name, dtype="float32", shape=[-1, len(model.labels)]
         ),
-        val_accuracy=meta.get("val_accuracy") or 0.0,
-        backbone=meta.get("backbone") or "",
+        val_accuracy=model.val_accuracy,
+        backbone=model.backbone,
         execution_provider=model.provider,
         metadata_json=model.metadata_json,
     )
@@ -74,6 +71,7 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         decode_executor: Executor,
         decode_workers: int,
     ):
+        self.admission = ByteAdmission(config.max_inflight_bytes)
         self.config = config
         self.registry = registry
         self.metrics = metrics
@@ -85,6 +83,10 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
     ) -> digits_pb2.ClassifyResponse:
         """One request's answer; raises ServingError."""
         self.registry.get(request.model, request.version)  # NOT_FOUND before any work
+        if len(request.request_id) > MAX_REQUEST_ID:
+            raise errors.invalid_argument(
+                f"request_id has {len(request.request_id)} characters (at most {MAX_REQUEST_ID})"
+            )
         count = len(request.images)
         if count == 0:
             raise errors.invalid_argument("request has no images")
@@ -93,7 +95,11 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
                 f"too many images: {count} (at most {self.config.max_images_per_request})"
             )
         pixels = await preprocess(
-            request.images, self.config.max_pixels, self.decode_executor, self.decode_workers
+            request.images,
+            self.config.pixel_limits,
+            self.decode_executor,
+            self.decode_workers,
+            deadline,
         )
         # Looked up again after the await: a reload may have changed the newest version.
         batcher = self.registry.get(request.model, request.version)
@@ -112,12 +118,17 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         label = request.model if self.registry.serves(request.model) else UNKNOWN_MODEL
         status = grpc.StatusCode.OK
         try:
-            return await self.classify(request, deadline)
+            with self.admission.admit(request.ByteSize()):
+                return await self.classify(request, deadline)
         except errors.ServingError as error:
             status = error.code
             log.info(
                 "request failed",
-                extra={"model": request.model, "status": error.code.name, "reason": error.message},
+                extra={
+                    "model": shown(request.model),
+                    "status": error.code.name,
+                    "reason": error.message,
+                },
             )
             raise
         except asyncio.CancelledError:  # the caller gave up, or its deadline passed
@@ -126,7 +137,7 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
             raise
         except Exception as error:  # a bug: INTERNAL for this caller, the server goes on
             status = grpc.StatusCode.INTERNAL
-            log.exception("request crashed", extra={"model": request.model})
+            log.exception("request crashed", extra={"model": shown(request.model)})
             raise errors.internal(f"internal error: {type(error).__name__}") from error
         finally:
             self.metrics.observe_request(label, status.name, time.perf_counter() - start)
@@ -166,9 +177,9 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
             return await self._measured(request, deadline)
         except errors.ServingError as error:
             return digits_pb2.ClassifyResponse(
-                model=request.model,
+                model=shown(request.model),
                 version=request.version,
-                request_id=request.request_id,
+                request_id=request.request_id[:MAX_REQUEST_ID],
                 error=digits_pb2.Error(code=error.code.value[0], message=error.message),
             )
 

@@ -117,13 +117,14 @@ def cached_repository(cache_root: Path, destination: Path) -> Path:
     return destination
 
 
-def add_version(repository: Path, name: str) -> int:
-    """Publish a copy of the newest version of `name` as the next one (atomic rename)."""
+def add_version(repository: Path, name: str, source: int | None = None) -> int:
+    """Publish a copy of the newest version of `name` (or of `source`) as the next one
+    (atomic rename)."""
     model_dir = repository / name
     newest = list_versions(model_dir)[-1]
     version = newest + 1
     temporary = model_dir / f".tmp-copy-{version}"
-    shutil.copytree(model_dir / str(newest), temporary)
+    shutil.copytree(model_dir / str(source or newest), temporary)
     metadata = json.loads((temporary / METADATA_FILE).read_text())
     metadata["version"] = version
     (temporary / METADATA_FILE).write_text(json.dumps(metadata))

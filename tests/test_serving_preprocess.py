@@ -11,7 +11,7 @@ from common.images import ImageDecodeError, array_to_model_pixels, decode_image,
 from protos.digits.v1 import digits_pb2
 from serving.client import image_message
 from serving.errors import ServingError
-from serving.preprocess import image_pixels, preprocess
+from serving.preprocess import PixelLimits, image_pixels, preprocess
 from tests.serving_support import digit_pixels, encode
 
 LIMIT = 10_000_000
@@ -62,7 +62,7 @@ def test_preprocess_in_chunks_keeps_order_and_names_the_first_bad_image():
 
     async def run(batch):
         with ThreadPoolExecutor(3) as executor:
-            return await preprocess(batch, LIMIT, executor, workers=3)
+            return await preprocess(batch, PixelLimits(LIMIT, 7 * LIMIT), executor, workers=3)
 
     pixels = asyncio.run(run(images))
     assert pixels.shape == (7, 100, 100) and pixels.dtype == np.uint8

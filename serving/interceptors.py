@@ -1,0 +1,93 @@
+"""A request that is not valid protobuf answers INVALID_ARGUMENT, for every service.
+
+gRPC would answer such bytes with UNKNOWN and a Python exception name. The interceptor parses
+each request itself and hands the method either the message or a MalformedRequest, which
+the wrapped method answers with INVALID_ARGUMENT before the servicer sees it.
+"""
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import grpc
+
+
+@dataclass(frozen=True)
+class MalformedRequest:
+    reason: str
+
+
+def tolerant(parse: Callable[[bytes], object]) -> Callable[[bytes], object]:
+    def parse_or_mark(raw: bytes) -> object:
+        try:
+            return parse(raw)
+        except Exception as error:  # protobuf's DecodeError, or anything a bad payload raises
+            return MalformedRequest(f"request is not a valid protobuf message ({error})")
+
+    return parse_or_mark
+
+
+async def refuse(request: MalformedRequest, context: grpc.aio.ServicerContext) -> None:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+
+
+async def checked_stream(requests: AsyncIterator, context) -> AsyncIterator:
+    async for request in requests:
+        if isinstance(request, MalformedRequest):
+            await refuse(request, context)
+        yield request
+
+
+def unary_request(behaviour: Callable) -> Callable:
+    async def checked(request, context):
+        if isinstance(request, MalformedRequest):
+            await refuse(request, context)
+        return await behaviour(request, context)
+
+    return checked
+
+
+def unary_request_streamed_reply(behaviour: Callable) -> Callable:
+    async def checked(request, context):
+        if isinstance(request, MalformedRequest):
+            await refuse(request, context)
+        async for reply in behaviour(request, context):
+            yield reply
+
+    return checked
+
+
+def streamed_request(behaviour: Callable) -> Callable:
+    async def checked(requests, context):
+        return await behaviour(checked_stream(requests, context), context)
+
+    return checked
+
+
+def streamed_request_streamed_reply(behaviour: Callable) -> Callable:
+    async def checked(requests, context):
+        async for reply in behaviour(checked_stream(requests, context), context):
+            yield reply
+
+    return checked
+
+
+# gRPC tells streamed replies by the method being an async generator function: so is each
+# wrapper of a method that streams its replies.
+WRAPPERS = {
+    "unary_unary": unary_request,
+    "unary_stream": unary_request_streamed_reply,
+    "stream_unary": streamed_request,
+    "stream_stream": streamed_request_streamed_reply,
+}
+
+
+class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        kind, behaviour = next((k, getattr(handler, k)) for k in WRAPPERS if getattr(handler, k))
+        return handler._replace(
+            request_deserializer=tolerant(handler.request_deserializer),
+            **{kind: WRAPPERS[kind](behaviour)},
+        )
