@@ -23,8 +23,8 @@ def is_owned(path: Path) -> bool:
     return (Path(path) / MARKER).is_file()
 
 
-def claim_folder(path: Path) -> Path:
-    """`path` as a folder of ours: created and marked, or already ours (or empty)."""
+def check_claimable(path: Path) -> None:
+    """UserError unless `path` is free, an empty folder, or a folder of ours (writes nothing)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: exists and is not a folder")
@@ -33,12 +33,20 @@ def claim_folder(path: Path) -> Path:
             f"{path}: folder exists and was not created by digit-serving (no {MARKER} marker); "
             "nothing in it is touched: choose another path"
         )
+
+
+def claim_folder(path: Path) -> Path:
+    """`path` as a folder of ours: created and marked, or already ours (or empty)."""
+    path = Path(path)
+    check_claimable(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         if not is_owned(path):
             (path / MARKER).write_text(MARKER_TEXT)
     except OSError as error:
-        raise UserError(f"{path}: cannot create folder ({error.strerror or error})") from None
+        raise UserError(
+            f"{path}: not writable: cannot create the folder ({error.strerror or error})"
+        ) from None
     return path
 
 

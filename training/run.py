@@ -14,7 +14,7 @@ from pathlib import Path
 
 from common.cli import ArgumentParser, UserError, non_negative_int, positive_int, run_cli
 from common.contract import DATASET_FOLDER, MODEL_NAMES
-from common.ownership import claim_folder
+from common.ownership import check_claimable, claim_folder
 from training.bundled.materialise import materialise_bundled_digits
 from training.config import BASE_WEIGHTS_CHOICES, PretrainConfig, TrainConfig
 from training.data import load_dataset
@@ -45,11 +45,12 @@ def check_base_weights(config: TrainConfig) -> None:
 def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     """The whole job; returns the summary of every model in the output folder.
 
-    Inputs are checked before TensorFlow is imported, so a user error answers at once, and
-    the output folder before the bundled digits are written, so a bad run writes nothing.
+    Inputs are checked before TensorFlow is imported, so a user error answers at once; the
+    output path is checked before the bundled digits are written, and created only once
+    the data has been read.
     """
     check_base_weights(config)
-    prepare_output_dir(config.output_dir)
+    check_claimable(config.output_dir)
     data_dir = config.data_dir or materialise_bundled_digits(config.cache_dir)
     train, validation = load_dataset(
         data_dir,
@@ -58,6 +59,7 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         config.skip_bad_files,
         config.limit_per_class,
     )
+    prepare_output_dir(config.output_dir)
     print(
         f"data: {data_dir}: {len(train.labels)} training and {len(validation.labels)} "
         f"validation images ({len(train.labels) + len(validation.labels)} in all)"
