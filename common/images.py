@@ -5,6 +5,7 @@ array here, so the server sees exactly the pixels the models were trained on.
 """
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ DEFAULT_MAX_PIXELS = 40_000_000
 # Exactly the documented formats: Pillow's other decoders (EPS runs Ghostscript) never run.
 FORMATS = ("PNG", "JPEG", "BMP")
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")
+# max_pixels below is the limit that answers; Pillow's own warning about large images would
+# only add noise on stderr for every image that is then refused with a clear error.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class ImageDecodeError(ValueError):

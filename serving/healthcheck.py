@@ -59,7 +59,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="host name the certificate was issued for, when it is not --host "
         "(env DIGITS_HEALTHCHECK_TLS_SERVER_NAME)",
     )
+    parser.add_argument(
+        "--tls-client-cert",
+        default=env("DIGITS_HEALTHCHECK_TLS_CLIENT_CERT") or None,
+        help="PEM client certificate, when the server requires one (--tls-client-ca, mTLS) "
+        "(env DIGITS_HEALTHCHECK_TLS_CLIENT_CERT)",
+    )
+    parser.add_argument(
+        "--tls-client-key",
+        default=env("DIGITS_HEALTHCHECK_TLS_CLIENT_KEY") or None,
+        help="PEM private key of --tls-client-cert (env DIGITS_HEALTHCHECK_TLS_CLIENT_KEY)",
+    )
     return parser.parse_args(argv)
+
+
+def client_certificate(args: argparse.Namespace) -> tuple[bytes | None, bytes | None]:
+    """(key, chain) for mTLS, or (None, None)."""
+    if bool(args.tls_client_cert) != bool(args.tls_client_key):
+        raise UserError("--tls-client-cert and --tls-client-key go together")
+    paths = [Path(p) for p in (args.tls_client_key, args.tls_client_cert) if p]
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"TLS file not found: {path}")
+    return (paths[0].read_bytes(), paths[1].read_bytes()) if paths else (None, None)
 
 
 def open_channel(args: argparse.Namespace) -> grpc.Channel:
@@ -69,7 +91,8 @@ def open_channel(args: argparse.Namespace) -> grpc.Channel:
     cert = Path(args.tls_cert)
     if not cert.is_file():
         raise UserError(f"TLS certificate not found: {cert}")
-    credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+    key, chain = client_certificate(args)
+    credentials = grpc.ssl_channel_credentials(cert.read_bytes(), key, chain)
     options = (
         [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
     )

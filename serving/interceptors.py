@@ -1,8 +1,11 @@
-"""A request that is not valid protobuf answers INVALID_ARGUMENT, for every service.
+"""Requests are parsed by the interceptor: refused early when the server is full, and a
+request that is not valid protobuf answers INVALID_ARGUMENT, for every service.
 
-gRPC would answer such bytes with UNKNOWN and a Python exception name. The interceptor parses
-each request itself and hands the method either the message or a MalformedRequest, which
-the wrapped method answers with INVALID_ARGUMENT before the servicer sees it.
+gRPC would answer bad bytes with UNKNOWN and a Python exception name. The interceptor parses
+each request itself and hands the method either the message or a RefusedRequest, which the
+wrapped method answers with its status before the servicer sees it. A request larger than
+what the byte admission has room for is refused before it is parsed, so a flood of large
+requests never holds a parsed copy of each (the servicer still admits what it works on).
 """
 
 from collections.abc import AsyncIterator, Callable
@@ -10,36 +13,44 @@ from dataclasses import dataclass
 
 import grpc
 
+from serving.admission import Admission
+
 
 @dataclass(frozen=True)
-class MalformedRequest:
+class RefusedRequest:
+    code: grpc.StatusCode
     reason: str
 
 
-def tolerant(parse: Callable[[bytes], object]) -> Callable[[bytes], object]:
-    def parse_or_mark(raw: bytes) -> object:
+def tolerant(parse: Callable[[bytes], object], admission: Admission) -> Callable:
+    def parse_or_refuse(raw: bytes) -> object:
+        if (busy := admission.refusal(len(raw))) is not None:
+            return RefusedRequest(grpc.StatusCode.RESOURCE_EXHAUSTED, busy)
         try:
             return parse(raw)
         except Exception as error:  # protobuf's DecodeError, or anything a bad payload raises
-            return MalformedRequest(f"request is not a valid protobuf message ({error})")
+            return RefusedRequest(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request is not a valid protobuf message ({error})",
+            )
 
-    return parse_or_mark
+    return parse_or_refuse
 
 
-async def refuse(request: MalformedRequest, context: grpc.aio.ServicerContext) -> None:
-    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+async def refuse(request: RefusedRequest, context: grpc.aio.ServicerContext) -> None:
+    await context.abort(request.code, request.reason)
 
 
 async def checked_stream(requests: AsyncIterator, context) -> AsyncIterator:
     async for request in requests:
-        if isinstance(request, MalformedRequest):
+        if isinstance(request, RefusedRequest):
             await refuse(request, context)
         yield request
 
 
 def unary_request(behaviour: Callable) -> Callable:
     async def checked(request, context):
-        if isinstance(request, MalformedRequest):
+        if isinstance(request, RefusedRequest):
             await refuse(request, context)
         return await behaviour(request, context)
 
@@ -48,7 +59,7 @@ def unary_request(behaviour: Callable) -> Callable:
 
 def unary_request_streamed_reply(behaviour: Callable) -> Callable:
     async def checked(request, context):
-        if isinstance(request, MalformedRequest):
+        if isinstance(request, RefusedRequest):
             await refuse(request, context)
         async for reply in behaviour(request, context):
             yield reply
@@ -81,13 +92,16 @@ WRAPPERS = {
 }
 
 
-class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
+class RequestParsingInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, admission: Admission):
+        self.admission = admission
+
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
         kind, behaviour = next((k, getattr(handler, k)) for k in WRAPPERS if getattr(handler, k))
         return handler._replace(
-            request_deserializer=tolerant(handler.request_deserializer),
+            request_deserializer=tolerant(handler.request_deserializer, self.admission),
             **{kind: WRAPPERS[kind](behaviour)},
         )

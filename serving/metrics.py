@@ -112,6 +112,17 @@ class ServerMetrics:
         self.requests.labels(model, status).inc()
         self.latency.labels(model, status).observe(seconds)
 
+    def answered(self, status: str) -> int:
+        """Requests answered with `status` since start, all models together."""
+        return int(
+            sum(
+                sample.value
+                for family in self.requests.collect()
+                for sample in family.samples
+                if sample.name.endswith("_total") and sample.labels["status"] == status
+            )
+        )
+
     def serve(self, host: str, port: int) -> BoundedMetricsServer:
         """Expose /metrics over HTTP; returns the HTTP server (shutdown() stops it)."""
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]

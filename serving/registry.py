@@ -106,6 +106,8 @@ class ModelRegistry:
         for name in names:
             try:
                 await self._refresh_model(name)
+            except UserError:  # the server's settings, not the model (--provider cuda, say)
+                raise
             except Exception as error:  # one model's trouble never stops the others
                 log.error(
                     "model refresh failed",

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import ssl
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -14,8 +15,9 @@ from grpc_reflection.v1alpha import reflection
 
 from common.cli import UserError
 from protos.digits.v1 import digits_pb2, digits_pb2_grpc
+from serving.admission import Admission
 from serving.config import ServerConfig
-from serving.interceptors import MalformedRequestInterceptor
+from serving.interceptors import RequestParsingInterceptor
 from serving.metrics import ServerMetrics
 from serving.registry import ModelRegistry
 from serving.service import DigitClassifierService
@@ -114,6 +116,7 @@ class DigitServer:
         self.decode_executor = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode")
         self.inference_executor = ThreadPoolExecutor(INFERENCE_THREADS, thread_name_prefix="infer")
         self.registry = ModelRegistry(config, self.metrics, self.inference_executor)
+        self.admission = Admission(config.max_inflight_bytes)
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -124,12 +127,17 @@ class DigitServer:
     def _build_grpc_server(self) -> grpc.aio.Server:
         server = grpc.aio.server(
             options=server_options(self.config),
-            interceptors=[MalformedRequestInterceptor()],
+            interceptors=[RequestParsingInterceptor(self.admission)],
             # calls beyond this are answered RESOURCE_EXHAUSTED before their message is read
             maximum_concurrent_rpcs=self.config.max_inflight_requests,
         )
         service = DigitClassifierService(
-            self.config, self.registry, self.metrics, self.decode_executor, self.decode_workers
+            self.config,
+            self.registry,
+            self.metrics,
+            self.admission,
+            self.decode_executor,
+            self.decode_workers,
         )
         digits_pb2_grpc.add_DigitClassifierServicer_to_server(service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -199,12 +207,15 @@ class DigitServer:
         )
 
     async def stop(self, grace: float | None) -> None:
-        """NOT_SERVING, refuse new calls, let accepted ones finish (up to `grace` s), release."""
+        """NOT_SERVING; new requests UNAVAILABLE while the admitted ones finish (up to `grace`
+        s in all); then gRPC stops and everything is released."""
         await self.health.enter_graceful_shutdown()
         if self._watch is not None:
             self._watch.cancel()
+        limit = None if grace is None else time.monotonic() + grace
+        await self.admission.close_and_drain(grace)
         if self._server is not None:
-            await self._server.stop(grace)
+            await self._server.stop(None if limit is None else max(0.0, limit - time.monotonic()))
         await self.registry.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
@@ -228,4 +239,11 @@ async def serve(config: ServerConfig) -> None:
     await stop.wait()
     log.info("shutting down", extra={"grace_seconds": config.grace_seconds})
     await server.stop(config.grace_seconds)
-    log.info("server stopped")
+    log.info(
+        "server stopped",
+        extra={
+            "requests_admitted": server.admission.admitted,
+            "requests_unanswered": server.admission.in_progress,  # 0 unless grace ran out
+            "requests_answered_ok": server.metrics.answered("OK"),
+        },
+    )

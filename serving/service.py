@@ -12,7 +12,7 @@ import numpy as np
 from common.contract import IMAGE_SIZE
 from protos.digits.v1 import digits_pb2, digits_pb2_grpc
 from serving import errors
-from serving.admission import ByteAdmission
+from serving.admission import Admission
 from serving.batcher import Batcher
 from serving.config import ServerConfig
 from serving.logs import shown
@@ -68,10 +68,11 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         config: ServerConfig,
         registry: ModelRegistry,
         metrics: ServerMetrics,
+        admission: Admission,
         decode_executor: Executor,
         decode_workers: int,
     ):
-        self.admission = ByteAdmission(config.max_inflight_bytes)
+        self.admission = admission
         self.config = config
         self.registry = registry
         self.metrics = metrics
