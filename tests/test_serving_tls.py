@@ -163,3 +163,29 @@ def test_the_client_command_speaks_mtls(pki, serving_repository, tmp_path):
         )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(str(image))
+
+
+def test_the_healthcheck_speaks_mtls(pki, serving_repository):
+    config = server_config(
+        serving_repository,
+        tls_cert=pki / "server.pem",
+        tls_key=pki / "server.key",
+        tls_client_ca=pki / "ca.pem",
+    )
+    with ServerThread(config) as server:
+        common = ["--port", str(server.port), "--tls-cert", str(pki / "ca.pem"),
+                  "--tls-server-name", "127.0.0.1"]  # fmt: skip
+        mine = ["--tls-client-cert", str(pki / "client.pem"),
+                "--tls-client-key", str(pki / "client.key")]  # fmt: skip
+        results = [
+            subprocess.run(
+                [sys.executable, "-m", "serving.healthcheck", *common, *extra],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            for extra in (mine, [])
+        ]
+    assert results[0].returncode == 0, results[0].stderr
+    assert results[1].returncode != 0  # no client certificate: refused
