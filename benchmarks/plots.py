@@ -132,3 +132,20 @@ def confusion_matrices(
         )
     figure.suptitle(title, fontsize=10)
     return save(figure, path)
+
+
+def rss_over_time(servers: list[dict], path: Path) -> Path:
+    """Resident size of each server over its flood rounds (rounds shaded)."""
+    figure, axis = plt.subplots(figsize=(8, 4.2))
+    for server in servers:
+        seconds, megabytes = zip(*server["rss_series"], strict=True)
+        axis.plot(seconds, megabytes, label=server["server"])
+        for round_ in server["rounds"]:
+            start = round_["started_at_s"]
+            axis.axvspan(start, start + round_["wall_s"], alpha=0.08, color="grey")
+    axis.set_xlabel("seconds since the server was ready (shaded: a flood round)")
+    axis.set_ylabel("server RSS, MB")
+    axis.set_ylim(bottom=0)
+    axis.legend()
+    axis.grid(alpha=0.3)
+    return save(figure, path)

@@ -72,7 +72,9 @@ class ServerProcess:
         max_batch_size: int = 64,
         start_timeout_s: float = 180.0,
         extra_args: tuple[str, ...] = (),
+        cwd: Path | None = None,
     ):
+        self.cwd = cwd  # None: this checkout; else another one's `python -m serving`
         self.port = free_port()
         self.metrics_port = free_port()
         self.target = f"127.0.0.1:{self.port}"
@@ -111,7 +113,9 @@ class ServerProcess:
     def __enter__(self) -> "ServerProcess":
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "wb") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
+            )
         self.wait_until_serving()
         return self
 

@@ -313,6 +313,10 @@ def run_command(*args: str) -> subprocess.CompletedProcess:
             ("benchmarks.accuracy", "--model-repository", "/nonexistent/repo"),
             "model repository not found",
         ),
+        (
+            ("benchmarks.flood", "--model-repository", "/nonexistent/repo"),
+            "model repository not found",
+        ),
     ],
 )
 def test_user_errors_are_one_line(args: tuple[str, ...], message: str):
@@ -340,7 +344,31 @@ def test_unreachable_target_and_bad_data_dir(repository: Path, tmp_path: Path, c
         )
 
 
-@pytest.mark.parametrize("module", ["benchmarks.latency", "benchmarks.accuracy"])
+@pytest.mark.parametrize(
+    "module", ["benchmarks.latency", "benchmarks.accuracy", "benchmarks.flood"]
+)
 def test_help(module: str):
     result = run_command(module, "--help")
     assert result.returncode == 0 and "--model-repository" in result.stdout
+
+
+def test_flood_measures_memory_and_answers_against_two_checkouts(repository, tmp_path):
+    """A tiny flood, this checkout against itself as the baseline: every field, the plot."""
+    from benchmarks import flood
+
+    output = tmp_path / "flood"
+    args = ["--model-repository", str(repository), "--output", str(output)]
+    flood.main(
+        [*args, "--requests", "4", "--side", "400", "--rounds", "2", "--baseline-root", str(ROOT)]
+    )
+    results = strict_json(output / "flood.json")
+    assert (
+        finite_numbers(results) and [s["server"] for s in results["servers"]][0] == "this checkout"
+    )
+    for server in results["servers"]:
+        assert server["serving_after"] and len(server["rounds"]) == 2
+        for round_ in server["rounds"]:
+            assert sum(round_["answers"].values()) == 4
+            assert 0 < round_["rss_before_mb"] <= round_["rss_peak_mb"]
+    assert_pngs(output, [results["figure"]])
+    assert "| this checkout | 1 |" in (output / "flood.md").read_text()

@@ -1,0 +1,202 @@
+"""Memory and answers under a flood of large requests: the server's resident size before,
+during and after each round, and what every request got.
+
+    python -m benchmarks.flood --model-repository artifacts/model_repository
+    python -m benchmarks.flood --baseline-root /path/to/older/checkout   # side by side
+
+Each round sends `--requests` Classify calls at once, each one raw float32 image of
+`--side` x `--side` pixels (12.6 MB at 1773), and waits for every answer. The resident
+size (VmRSS) of the server process is sampled every 10 ms. With --baseline-root the same
+flood also runs against `python -m serving` started from that checkout, in the same run.
+Results: flood.json, flood.md and flood_rss.png in the results folder.
+"""
+
+import argparse
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from benchmarks import plots
+from benchmarks.config import DEFAULT_REPOSITORY, MAX_MESSAGE_BYTES, RESULTS_DIR
+from benchmarks.machine import machine_info
+from benchmarks.report import table, write_json
+from benchmarks.server import ServerProcess
+from common.cli import ArgumentParser, UserError, positive_int, run_cli
+from common.ownership import claim_folder
+from serving.client import DigitClient, classify_request
+
+SAMPLE_INTERVAL_S = 0.01
+SETTLE_S = 2.0
+
+
+@dataclass(frozen=True)
+class FloodConfig:
+    requests: int = 40
+    side: int = 1773  # one float32 image of 12.6 MB per request
+    rounds: int = 3
+    model: str = "scratch_cnn"
+    timeout_s: float = 60.0
+
+
+def resident_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise UserError(f"no VmRSS for process {pid}")
+
+
+class RssSampler:
+    """(seconds since start, MB) of one process, every SAMPLE_INTERVAL_S, in a thread."""
+
+    def __init__(self, pid: int):
+        self.pid, self.samples, self.start = pid, [], time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic() - self.start, resident_mb(self.pid)))
+            time.sleep(SAMPLE_INTERVAL_S)
+
+    def peak_since(self, t0: float) -> float:
+        return max(mb for t, mb in self.samples if t >= t0)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def one_call(client: DigitClient, request, timeout_s: float) -> tuple[str, float]:
+    start = time.perf_counter()
+    try:
+        client.stub.Classify(request, timeout=timeout_s)
+        code = "OK"
+    except grpc.RpcError as error:
+        code = error.code().name
+    return code, time.perf_counter() - start
+
+
+def flood_round(client, request, config: FloodConfig, sampler: RssSampler) -> dict:
+    t0 = time.monotonic() - sampler.start
+    before = resident_mb(sampler.pid)
+    with ThreadPoolExecutor(config.requests) as pool:
+        outcomes = list(
+            pool.map(lambda _: one_call(client, request, config.timeout_s), range(config.requests))
+        )
+    wall = time.monotonic() - sampler.start - t0
+    time.sleep(SETTLE_S)
+    codes = [code for code, _ in outcomes]
+    ok = sorted(seconds for code, seconds in outcomes if code == "OK")
+    return {
+        "rss_before_mb": round(before, 1),
+        "rss_peak_mb": round(sampler.peak_since(t0), 1),
+        "rss_after_mb": round(resident_mb(sampler.pid), 1),
+        "answers": {code: codes.count(code) for code in sorted(set(codes))},
+        "ok_p50_ms": round(1000 * ok[len(ok) // 2], 1) if ok else None,
+        "wall_s": round(wall, 2),
+        "started_at_s": round(t0, 2),
+    }
+
+
+def flood_server(name: str, server: ServerProcess, config: FloodConfig) -> dict:
+    raw = np.zeros((config.side, config.side), np.float32)
+    request = classify_request(config.model, [raw])
+    with (
+        server,
+        DigitClient(server.target, max_message_bytes=MAX_MESSAGE_BYTES) as client,
+        RssSampler(server.pid) as sampler,
+    ):
+        client.classify(config.model, [np.zeros((100, 100), np.uint8)])  # warm
+        rounds = [flood_round(client, request, config, sampler) for _ in range(config.rounds)]
+        survived = client.health() == 1
+    print(f"{name}: " + "; ".join(f"{r['answers']} peak {r['rss_peak_mb']} MB" for r in rounds))
+    return {
+        "server": name,
+        "request_mb": round(request.ByteSize() / 1e6, 2),
+        "rounds": rounds,
+        "serving_after": survived,
+        "rss_series": sampler.samples[:: max(1, len(sampler.samples) // 2000)],
+    }
+
+
+def flood_markdown(results: dict) -> str:
+    config = results["config"]
+    lines = [
+        "# Flood of large requests: memory and answers",
+        "",
+        f"{config['requests']} concurrent Classify calls per round, each one raw float32 image "
+        f"of {config['side']}x{config['side']} ({results['servers'][0]['request_mb']} MB), "
+        f"{config['rounds']} rounds, {SETTLE_S:.0f} s pause after each; server RSS sampled "
+        f"every {SAMPLE_INTERVAL_S * 1000:.0f} ms. Machine: {results['machine']['cpu_model']}, "
+        f"{results['machine']['usable_cores']} cores.",
+        "",
+    ]
+    rows = [
+        [
+            server["server"],
+            str(index + 1),
+            f"{r['rss_before_mb']:.0f}",
+            f"{r['rss_peak_mb']:.0f}",
+            f"{r['rss_after_mb']:.0f}",
+            ", ".join(f"{code} {count}" for code, count in r["answers"].items()),
+            "-" if r["ok_p50_ms"] is None else f"{r['ok_p50_ms']:.0f}",
+            f"{r['wall_s']:.1f}",
+        ]
+        for server in results["servers"]
+        for index, r in enumerate(server["rounds"])
+    ]
+    header = ["server", "round", "RSS before MB", "peak MB", "after MB", "answers", "OK p50 ms"]
+    lines += table([*header, "round s"], rows)
+    lines += ["", f"![RSS over time]({results['figure']})", ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, FloodConfig]:
+    defaults = FloodConfig()
+    parser = ArgumentParser(prog="python -m benchmarks.flood", description=__doc__.split("\n")[0])
+    parser.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument("--baseline-root", type=Path, help="an older checkout to flood too")
+    parser.add_argument("--requests", type=positive_int, default=defaults.requests)
+    parser.add_argument("--side", type=positive_int, default=defaults.side)
+    parser.add_argument("--rounds", type=positive_int, default=defaults.rounds)
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "flood")
+    args = parser.parse_args(argv)
+    if not args.model_repository.is_dir():
+        raise UserError(f"{args.model_repository}: model repository not found")
+    if args.baseline_root and not (args.baseline_root / "serving").is_dir():
+        raise UserError(f"{args.baseline_root}: no serving/ package in that checkout")
+    config = FloodConfig(requests=args.requests, side=args.side, rounds=args.rounds)
+    return args, config
+
+
+def main(argv=None) -> int:
+    args, config = parse_args(argv)
+    output = claim_folder(args.output)
+    repository = args.model_repository.resolve()
+    servers = [("this checkout", None)]
+    if args.baseline_root:
+        servers.append((f"baseline ({args.baseline_root.name})", args.baseline_root.resolve()))
+    results = {"config": vars(config) | {}, "machine": machine_info(), "servers": []}
+    for name, root in servers:
+        server = ServerProcess(
+            repository, True, output / f"server_{len(results['servers'])}.log", cwd=root
+        )
+        results["servers"].append(flood_server(name, server, config))
+    results["figure"] = plots.rss_over_time(results["servers"], output / "flood_rss.png").name
+    write_json(results, output / "flood.json")
+    (output / "flood.md").write_text(flood_markdown(results))
+    print(f"results: {output / 'flood.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
