@@ -12,6 +12,7 @@ Results: flood.json, flood.md and flood_rss.png in the results folder.
 """
 
 import argparse
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,14 @@ class FloodConfig:
     rounds: int = 3
     model: str = "scratch_cnn"
     timeout_s: float = 60.0
+
+
+def revision(root: Path) -> str:
+    """The checkout's commit, short (its folder name where git cannot tell)."""
+    result = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return result.stdout.strip() or root.name
 
 
 def resident_mb(pid: int) -> float:
@@ -182,9 +191,10 @@ def main(argv=None) -> int:
     args, config = parse_args(argv)
     output = claim_folder(args.output)
     repository = args.model_repository.resolve()
-    servers = [("this checkout", None)]
+    servers = [(f"this checkout ({revision(Path.cwd())})", None)]
     if args.baseline_root:
-        servers.append((f"baseline ({args.baseline_root.name})", args.baseline_root.resolve()))
+        root = args.baseline_root.resolve()
+        servers.append((f"baseline ({revision(root)})", root))
     results = {"config": vars(config) | {}, "machine": machine_info(), "servers": []}
     for name, root in servers:
         server = ServerProcess(

@@ -5,14 +5,12 @@ import asyncio
 from common.cli import run_cli
 from serving.config import parse_config
 from serving.logs import configure_logging
-from serving.memory import return_freed_memory_to_the_system
 from serving.server import serve
 
 
 def main() -> int:
     config = parse_config()
     configure_logging(config.log_format)
-    return_freed_memory_to_the_system()
     asyncio.run(serve(config))
     return 0
 

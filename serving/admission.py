@@ -25,6 +25,7 @@ class Admission:
         self.inflight_bytes = 0
         self.in_progress = 0  # admitted requests not yet answered
         self.admitted = 0  # since start
+        self.received_bytes = 0  # since start, refused requests too (see serving/memory.py)
         self.closed = False
 
     def refusal(self, size: int) -> str | None:

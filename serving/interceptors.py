@@ -24,6 +24,7 @@ class RefusedRequest:
 
 def tolerant(parse: Callable[[bytes], object], admission: Admission) -> Callable:
     def parse_or_refuse(raw: bytes) -> object:
+        admission.received_bytes += len(raw)
         if (busy := admission.refusal(len(raw))) is not None:
             return RefusedRequest(grpc.StatusCode.RESOURCE_EXHAUSTED, busy)
         try:

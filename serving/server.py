@@ -18,6 +18,7 @@ from protos.digits.v1 import digits_pb2, digits_pb2_grpc
 from serving.admission import Admission
 from serving.config import ServerConfig
 from serving.interceptors import RequestParsingInterceptor
+from serving.memory import malloc_trim, trim_after_bursts
 from serving.metrics import ServerMetrics
 from serving.registry import ModelRegistry
 from serving.service import DigitClassifierService
@@ -123,6 +124,7 @@ class DigitServer:
         self._server: grpc.aio.Server | None = None
         self._metrics_http = None
         self._watch: asyncio.Task | None = None
+        self._trim: asyncio.Task | None = None
 
     def _build_grpc_server(self) -> grpc.aio.Server:
         server = grpc.aio.server(
@@ -183,6 +185,8 @@ class DigitServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.config.poll_seconds > 0:
             self._watch = asyncio.create_task(self.registry.watch())
+        if (trim := malloc_trim()) is not None:
+            self._trim = asyncio.create_task(trim_after_bursts(self.admission, trim))
         self._log_started()
         return self.port
 
@@ -210,8 +214,9 @@ class DigitServer:
         """NOT_SERVING; new requests UNAVAILABLE while the admitted ones finish (up to `grace`
         s in all); then gRPC stops and everything is released."""
         await self.health.enter_graceful_shutdown()
-        if self._watch is not None:
-            self._watch.cancel()
+        for task in (self._watch, self._trim):
+            if task is not None:
+                task.cancel()
         limit = None if grace is None else time.monotonic() + grace
         await self.admission.close_and_drain(grace)
         if self._server is not None:

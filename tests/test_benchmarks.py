@@ -362,13 +362,11 @@ def test_flood_measures_memory_and_answers_against_two_checkouts(repository, tmp
         [*args, "--requests", "4", "--side", "400", "--rounds", "2", "--baseline-root", str(ROOT)]
     )
     results = strict_json(output / "flood.json")
-    assert (
-        finite_numbers(results) and [s["server"] for s in results["servers"]][0] == "this checkout"
-    )
+    assert finite_numbers(results) and results["servers"][0]["server"].startswith("this checkout (")
     for server in results["servers"]:
         assert server["serving_after"] and len(server["rounds"]) == 2
         for round_ in server["rounds"]:
             assert sum(round_["answers"].values()) == 4
             assert 0 < round_["rss_before_mb"] <= round_["rss_peak_mb"]
     assert_pngs(output, [results["figure"]])
-    assert "| this checkout | 1 |" in (output / "flood.md").read_text()
+    assert "| this checkout (" in (output / "flood.md").read_text()

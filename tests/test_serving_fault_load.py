@@ -113,3 +113,21 @@ def test_reloads_bad_publishes_and_sigterm_under_load(serving_repository, tmp_pa
     assert "model version refused; tried again when its files change" in messages
     assert "shutting down" in messages and messages[-1] == "server stopped"
     assert not any("Traceback" in line for line in server.lines)
+
+
+def test_memory_settles_after_floods_of_large_requests(serving_repository, tmp_path):
+    """30 concurrent 12.6 MB requests, twice: refused beyond the byte bound at once, every call
+    answered, and the server's resident size back near where it was (trimmed when idle)."""
+    from benchmarks.flood import FloodConfig, flood_server
+    from benchmarks.server import ServerProcess as BenchmarkServer
+
+    extra = ("--max-inflight-bytes", str(32 * 1024 * 1024))
+    server = BenchmarkServer(serving_repository, True, tmp_path / "server.log", extra_args=extra)
+    result = flood_server("this checkout", server, FloodConfig(requests=30, rounds=2))
+    assert result["serving_after"]
+    for round_ in result["rounds"]:
+        assert set(round_["answers"]) == {"OK", "RESOURCE_EXHAUSTED"}, round_
+        assert sum(round_["answers"].values()) == 30
+        assert round_["rss_peak_mb"] - round_["rss_before_mb"] < 800
+    first, second = result["rounds"]
+    assert second["rss_after_mb"] - first["rss_before_mb"] < 150, result["rounds"]
