@@ -76,7 +76,10 @@ class ModelRegistry:
         """UserError unless the repository holds every wanted model (cheap: no loading)."""
         if not self.repository.is_dir():
             raise UserError(f"model repository not found: {self.repository}")
-        available = list_models(self.repository)
+        try:
+            available = list_models(self.repository)
+        except OSError as error:
+            raise UserError(f"{self.repository}: cannot read ({error.strerror})") from None
         if not available:
             raise UserError(
                 f"no model versions in {self.repository} (<model>/<version>/model.onnx)"

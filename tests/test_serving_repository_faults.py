@@ -191,3 +191,17 @@ def test_watch_keeps_polling_while_versions_fail(repository):
         assert add_version(repository, "scratch_cnn", source=1) == 3
         wait_until(lambda: served_versions(client, "scratch_cnn") == [1, 3])
         assert threading.active_count() < 100
+
+
+def test_metadata_fields_of_the_wrong_type_never_break_metadata_calls(repository):
+    """val_accuracy and backbone are optional descriptions: a wrong type is not served as is."""
+    with ServerThread(server_config(repository)) as server, DigitClient(server.target) as client:
+        odd = publish_broken(
+            repository,
+            "scratch_cnn",
+            lambda f: edit_metadata(f, lambda m: {**m, "val_accuracy": "high", "backbone": 42}),
+        )
+        server.call(server.server.registry.refresh())
+        metadata = client.get_model_metadata("scratch_cnn")
+        assert metadata.version == odd and metadata.val_accuracy == 0.0 and metadata.backbone == ""
+        assert len(client.list_models()) == 2
