@@ -19,15 +19,13 @@ from protos.digits.v1 import digits_pb2
 from serving import errors
 
 RawTensor = digits_pb2.RawTensor
+RAW_DTYPES = {RawTensor.UINT8: np.dtype(np.uint8), RawTensor.FLOAT32: np.dtype("<f4")}
 
 
 @dataclass(frozen=True)
 class PixelLimits:
     per_image: int  # width x height of one image (decompression bombs)
     per_request: int  # all images of one request together (the decode cost of a call)
-
-
-RAW_DTYPES = {RawTensor.UINT8: np.dtype(np.uint8), RawTensor.FLOAT32: np.dtype("<f4")}
 
 
 def raw_tensor_array(raw: digits_pb2.RawTensor, max_pixels: int) -> np.ndarray:

@@ -15,43 +15,59 @@ from tests.serving_support import ROOT, ServerThread, digit_pixels, encode, serv
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the keys")
 
 
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+def openssl(command: str, cwd: Path) -> None:
+    """`openssl COMMAND` (words split on spaces) in `cwd`."""
+    subprocess.run(
+        ["openssl", *command.split()], cwd=cwd, check=True, capture_output=True, timeout=60
+    )
 
 
-def signed_pair(folder: Path, name: str, extensions: str = "") -> tuple[Path, Path]:
+def self_signed(folder: Path, name: str) -> None:
+    openssl(
+        f"req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN={name} "
+        f"-keyout {name}.key -out {name}.pem",
+        folder,
+    )
+
+
+def signed_pair(folder: Path, name: str, extensions: str = "") -> None:
     """A key and a certificate signed by the test CA in `folder`."""
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-            "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=folder)  # fmt: skip
-    extra = []
+    openssl(
+        f"req -newkey rsa:2048 -nodes -subj /CN={name} -keyout {name}.key -out {name}.csr", folder
+    )
+    extra = ""
     if extensions:
         (folder / f"{name}.ext").write_text(extensions)
-        extra = ["-extfile", f"{name}.ext"]
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "1", "-out", f"{name}.pem", *extra, cwd=folder)  # fmt: skip
-    return folder / f"{name}.key", folder / f"{name}.pem"
+        extra = f" -extfile {name}.ext"
+    openssl(
+        f"x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 "
+        f"-out {name}.pem{extra}",
+        folder,
+    )
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("pki")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-            "-keyout", "ca.key", "-out", "ca.pem", cwd=folder)  # fmt: skip
+    self_signed(folder, "ca")
     signed_pair(folder, "server", "subjectAltName=IP:127.0.0.1\n")
     signed_pair(folder, "client")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=stranger",
-            "-keyout", "stranger.key", "-out", "stranger.pem", cwd=folder)  # fmt: skip
+    self_signed(folder, "stranger")
     return folder
 
 
-def serve_cli(*args) -> subprocess.CompletedProcess:
+def run_module(module: str, *args) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "serving", "--port", "0", "--metrics-port", "0", *map(str, args)],
+        [sys.executable, "-m", module, *map(str, args)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def serve_cli(*args) -> subprocess.CompletedProcess:
+    return run_module("serving", "--port", "0", "--metrics-port", "0", *args)
 
 
 def one_line(result: subprocess.CompletedProcess) -> str:
@@ -61,59 +77,43 @@ def one_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_a_certificate_file_that_is_no_certificate_is_named(pki, serving_repository, tmp_path):
-    bad = tmp_path / "cert.pem"
-    bad.write_text("not a certificate\n")
-    line = one_line(
-        serve_cli(
-            "--model-repository",
-            serving_repository,
-            "--tls-cert",
-            bad,
-            "--tls-key",
-            pki / "server.key",
-        )  # fmt: skip
-    )
-    assert str(bad) in line and "no PEM certificate" in line
-
-
-def test_a_key_that_does_not_match_the_certificate_is_named(pki, serving_repository):
-    line = one_line(
-        serve_cli(
-            "--model-repository",
-            serving_repository,
-            "--tls-cert",
-            pki / "server.pem",
-            "--tls-key",
-            pki / "client.key",
-        )  # fmt: skip
-    )
-    assert str(pki / "client.key") in line and "does not match" in line
-
-
-def test_a_client_ca_that_is_no_certificate_is_named(pki, serving_repository):
-    line = one_line(
-        serve_cli(
-            "--model-repository",
-            serving_repository,
-            "--tls-cert",
-            pki / "server.pem",
-            "--tls-key",
-            pki / "server.key",
-            "--tls-client-ca",
-            pki / "server.key",
-        )  # fmt: skip
-    )
-    assert str(pki / "server.key") in line and "no PEM CA certificate" in line
-
-
-def test_mtls_admits_only_clients_with_a_certificate_the_ca_signed(pki, serving_repository):
-    config = server_config(
+@pytest.mark.parametrize(
+    ("cert", "key", "client_ca", "named", "problem"),
+    [
+        ("garbage.pem", "server.key", None, "garbage.pem", "no PEM certificate"),
+        ("server.pem", "client.key", None, "client.key", "does not match"),
+        ("server.pem", "server.key", "server.key", "server.key", "no PEM CA certificate"),
+    ],
+)
+def test_a_wrong_tls_file_is_named_in_one_line(
+    pki, serving_repository, cert, key, client_ca, named, problem
+):
+    (pki / "garbage.pem").write_text("not a certificate\n")
+    args = [
+        "--model-repository",
         serving_repository,
+        "--tls-cert",
+        pki / cert,
+        "--tls-key",
+        pki / key,
+    ]
+    if client_ca:
+        args += ["--tls-client-ca", pki / client_ca]
+    line = one_line(serve_cli(*args))
+    assert str(pki / named) in line and problem in line
+
+
+def mtls_config(pki: Path, repository: Path):
+    return server_config(
+        repository,
         tls_cert=pki / "server.pem",
         tls_key=pki / "server.key",
         tls_client_ca=pki / "ca.pem",
     )
+
+
+def test_mtls_admits_only_clients_with_a_certificate_the_ca_signed(pki, serving_repository):
+    config = mtls_config(pki, serving_repository)
     ca = (pki / "ca.pem").read_bytes()
     with ServerThread(config) as server:
         signed = ((pki / "client.key").read_bytes(), (pki / "client.pem").read_bytes())
@@ -132,60 +132,26 @@ def test_mtls_admits_only_clients_with_a_certificate_the_ca_signed(pki, serving_
 
 
 def test_the_client_command_speaks_mtls(pki, serving_repository, tmp_path):
-    config = server_config(
-        serving_repository,
-        tls_cert=pki / "server.pem",
-        tls_key=pki / "server.key",
-        tls_client_ca=pki / "ca.pem",
-    )
+    config = mtls_config(pki, serving_repository)
     image = tmp_path / "digit.png"
     image.write_bytes(encode(digit_pixels(0)))
+    mine = ("--tls-cert", pki / "client.pem", "--tls-key", pki / "client.key")
     with ServerThread(config) as server:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "serving.client",
-                "--port",
-                str(server.port),
-                "--tls-ca",
-                pki / "ca.pem",
-                "--tls-cert",
-                pki / "client.pem",
-                "--tls-key",
-                pki / "client.key",
-                image,
-            ],  # fmt: skip
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
+        result = run_module(
+            "serving.client", "--port", server.port, "--tls-ca", pki / "ca.pem", *mine, image
         )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(str(image))
 
 
 def test_the_healthcheck_speaks_mtls(pki, serving_repository):
-    config = server_config(
-        serving_repository,
-        tls_cert=pki / "server.pem",
-        tls_key=pki / "server.key",
-        tls_client_ca=pki / "ca.pem",
-    )
+    config = mtls_config(pki, serving_repository)
+    trust = ("--tls-cert", pki / "ca.pem", "--tls-server-name", "127.0.0.1")
+    mine = ("--tls-client-cert", pki / "client.pem", "--tls-client-key", pki / "client.key")
     with ServerThread(config) as server:
-        common = ["--port", str(server.port), "--tls-cert", str(pki / "ca.pem"),
-                  "--tls-server-name", "127.0.0.1"]  # fmt: skip
-        mine = ["--tls-client-cert", str(pki / "client.pem"),
-                "--tls-client-key", str(pki / "client.key")]  # fmt: skip
         results = [
-            subprocess.run(
-                [sys.executable, "-m", "serving.healthcheck", *common, *extra],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            for extra in (mine, [])
+            run_module("serving.healthcheck", "--port", server.port, *trust, *extra)
+            for extra in (mine, ())
         ]
     assert results[0].returncode == 0, results[0].stderr
     assert results[1].returncode != 0  # no client certificate: refused
