@@ -18,6 +18,7 @@ from common.contract import IMAGE_SIZE
 from serving import errors
 from serving.metrics import ServerMetrics
 from serving.runtime import ModelVersion
+from serving.statistics import VersionStatistics
 
 log = logging.getLogger("serving.batcher")
 
@@ -37,16 +38,20 @@ class Job:
 _STOP = object()  # queued by close(): everything before it is still answered
 
 
-def assemble_and_predict(model: ModelVersion, parts: list[np.ndarray]) -> tuple[np.ndarray, float]:
-    """Write every caller's uint8 pixels into one float32 batch (the only copy) and run it."""
+def assemble_and_predict(
+    model: ModelVersion, parts: list[np.ndarray]
+) -> tuple[np.ndarray, int, int]:
+    """Write every caller's uint8 pixels into one float32 batch (the only copy) and run it:
+    the probabilities, and the nanoseconds spent assembling and running."""
+    start = time.perf_counter_ns()
     batch = np.empty((sum(len(p) for p in parts), IMAGE_SIZE, IMAGE_SIZE, 1), np.float32)
     offset = 0
     for part in parts:
         batch[offset : offset + len(part), :, :, 0] = part
         offset += len(part)
-    start = time.perf_counter()
+    assembled = time.perf_counter_ns()
     probabilities = model.predict(batch)
-    return probabilities, time.perf_counter() - start
+    return probabilities, assembled - start, time.perf_counter_ns() - assembled
 
 
 class Batcher:
@@ -69,6 +74,7 @@ class Batcher:
         self.executor = executor
         self.metrics = metrics
         self.pending_images = 0
+        self.stats = VersionStatistics()
         self._queue: asyncio.Queue = asyncio.Queue()
         self._carry: Job | object | None = None
         self._closing = False
@@ -168,8 +174,11 @@ class Batcher:
     async def _infer(self, jobs: list[Job]) -> None:
         loop = asyncio.get_running_loop()
         parts = [job.pixels for job in jobs]
+        started = loop.time()
+        for job in jobs:
+            self.stats.queue.add(int((started - job.enqueued) * 1e9))
         try:
-            probabilities, seconds = await loop.run_in_executor(
+            probabilities, input_ns, infer_ns = await loop.run_in_executor(
                 self.executor, assemble_and_predict, self.model, parts
             )
         except Exception as error:  # a broken graph must not hang its callers
@@ -179,9 +188,12 @@ class Batcher:
                     job.future.set_exception(errors.internal(f"inference failed: {error}"))
             return
         self.metrics.batch_size.labels(self.model.name).observe(len(probabilities))
-        self.metrics.inference.labels(self.model.name).observe(seconds)
+        self.metrics.inference.labels(self.model.name).observe(infer_ns / 1e9)
+        output_start = time.perf_counter_ns()
         offset = 0
         for job in jobs:
             if not job.future.done():
                 job.future.set_result(probabilities[offset : offset + job.size])
             offset += job.size
+        output_ns = time.perf_counter_ns() - output_start
+        self.stats.record_batch(len(jobs), len(probabilities), input_ns, infer_ns, output_ns)

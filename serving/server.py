@@ -15,8 +15,10 @@ from grpc_reflection.v1alpha import reflection
 
 from common.cli import UserError
 from protos.digits.v1 import digits_pb2, digits_pb2_grpc
+from protos.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from serving.admission import Admission
 from serving.config import ServerConfig
+from serving.inference_protocol import InferenceService
 from serving.interceptors import RequestParsingInterceptor
 from serving.memory import malloc_trim, trim_after_bursts
 from serving.metrics import ServerMetrics
@@ -26,6 +28,7 @@ from serving.service import DigitClassifierService
 log = logging.getLogger("serving.server")
 
 SERVICE_NAME = digits_pb2.DESCRIPTOR.services_by_name["DigitClassifier"].full_name
+OIP_SERVICE_NAME = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 HEALTH_NAMES = ("", SERVICE_NAME)
 # One batch per model version runs at a time; two threads let two models overlap.
 INFERENCE_THREADS = 2
@@ -142,9 +145,12 @@ class DigitServer:
             self.decode_workers,
         )
         digits_pb2_grpc.add_DigitClassifierServicer_to_server(service, server)
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceService(service), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (SERVICE_NAME, OIP_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         return server
 

@@ -1,10 +1,12 @@
 """The digits.v1.DigitClassifier service: validate, preprocess, batch, answer."""
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -19,6 +21,9 @@ from serving.logs import shown
 from serving.metrics import ServerMetrics
 from serving.preprocess import preprocess
 from serving.registry import ModelRegistry
+from serving.runtime import ModelVersion
+
+T = TypeVar("T")
 
 log = logging.getLogger("serving.service")
 
@@ -79,16 +84,25 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         self.decode_executor = decode_executor
         self.decode_workers = decode_workers
 
-    async def classify(
-        self, request: digits_pb2.ClassifyRequest, deadline: float | None
-    ) -> digits_pb2.ClassifyResponse:
-        """One request's answer; raises ServingError."""
-        self.registry.get(request.model, request.version)  # NOT_FOUND before any work
-        if len(request.request_id) > MAX_REQUEST_ID:
-            raise errors.invalid_argument(
-                f"request_id has {len(request.request_id)} characters (at most {MAX_REQUEST_ID})"
-            )
-        count = len(request.images)
+    async def infer(
+        self, name: str, version: int, images: Sequence[digits_pb2.Image], deadline: float | None
+    ) -> tuple[ModelVersion, np.ndarray]:
+        """The classification path of every API: checks, decoding, batching; the version
+        that answered and its probabilities [k, classes]. Raises ServingError."""
+        asked = self.registry.get(name, version)  # NOT_FOUND before any work
+        start = time.perf_counter_ns()
+        try:
+            answered, probabilities = await self._infer(name, version, images, deadline)
+        except (errors.ServingError, asyncio.CancelledError):
+            asked.stats.record_request(False, time.perf_counter_ns() - start, 0)
+            raise
+        answered.stats.record_request(True, time.perf_counter_ns() - start, len(probabilities))
+        return answered.model, probabilities
+
+    async def _infer(
+        self, name: str, version: int, images: Sequence[digits_pb2.Image], deadline: float | None
+    ) -> tuple[Batcher, np.ndarray]:
+        count = len(images)
         if count == 0:
             raise errors.invalid_argument("request has no images")
         if count > self.config.max_images_per_request:
@@ -96,16 +110,23 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
                 f"too many images: {count} (at most {self.config.max_images_per_request})"
             )
         pixels = await preprocess(
-            request.images,
-            self.config.pixel_limits,
-            self.decode_executor,
-            self.decode_workers,
-            deadline,
+            images, self.config.pixel_limits, self.decode_executor, self.decode_workers, deadline
         )
         # Looked up again after the await: a reload may have changed the newest version.
-        batcher = self.registry.get(request.model, request.version)
-        probabilities = await batcher.classify(pixels, deadline)
-        model = batcher.model
+        batcher = self.registry.get(name, version)
+        return batcher, await batcher.classify(pixels, deadline)
+
+    async def classify(
+        self, request: digits_pb2.ClassifyRequest, deadline: float | None
+    ) -> digits_pb2.ClassifyResponse:
+        """One digits.v1 request's answer; raises ServingError."""
+        if len(request.request_id) > MAX_REQUEST_ID:
+            raise errors.invalid_argument(
+                f"request_id has {len(request.request_id)} characters (at most {MAX_REQUEST_ID})"
+            )
+        model, probabilities = await self.infer(
+            request.model, request.version, request.images, deadline
+        )
         return digits_pb2.ClassifyResponse(
             model=model.name,
             version=model.version,
@@ -113,23 +134,22 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
             request_id=request.request_id,
         )
 
-    async def _measured(self, request, deadline) -> digits_pb2.ClassifyResponse:
-        """classify() with its outcome counted in the metrics (and failures logged)."""
+    async def measured(
+        self, name: str, size: int, work: Callable[[], Awaitable[T]], deadline: float | None
+    ) -> T:
+        """`work()` (one request of `size` bytes for model `name`), once admitted, counted in
+        the metrics, and its failures logged."""
         start = time.perf_counter()
-        label = request.model if self.registry.serves(request.model) else UNKNOWN_MODEL
+        label = name if self.registry.serves(name) else UNKNOWN_MODEL
         status = grpc.StatusCode.OK
         try:
-            with self.admission.admit(request.ByteSize()):
-                return await self.classify(request, deadline)
+            with self.admission.admit(size):
+                return await work()
         except errors.ServingError as error:
             status = error.code
             log.info(
                 "request failed",
-                extra={
-                    "model": shown(request.model),
-                    "status": error.code.name,
-                    "reason": error.message,
-                },
+                extra={"model": shown(name), "status": error.code.name, "reason": error.message},
             )
             raise
         except asyncio.CancelledError:  # the caller gave up, or its deadline passed
@@ -138,10 +158,14 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
             raise
         except Exception as error:  # a bug: INTERNAL for this caller, the server goes on
             status = grpc.StatusCode.INTERNAL
-            log.exception("request crashed", extra={"model": shown(request.model)})
+            log.exception("request crashed", extra={"model": shown(name)})
             raise errors.internal(f"internal error: {type(error).__name__}") from error
         finally:
             self.metrics.observe_request(label, status.name, time.perf_counter() - start)
+
+    async def _measured(self, request, deadline) -> digits_pb2.ClassifyResponse:
+        work = functools.partial(self.classify, request, deadline)
+        return await self.measured(request.model, request.ByteSize(), work, deadline)
 
     async def Classify(self, request, context):
         try:

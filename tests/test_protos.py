@@ -4,12 +4,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from google.protobuf import descriptor_pb2
 
 from protos.digits.v1 import digits_pb2, digits_pb2_grpc
+from protos.inference import grpc_service_pb2, grpc_service_pb2_grpc, model_config_pb2
+from serving.inference_protocol import InferenceService
 
 ROOT = Path(__file__).resolve().parents[1]
-PROTO = "protos/digits/v1/digits.proto"
+GENERATED = {
+    "protos/digits/v1/digits.proto": digits_pb2,
+    "protos/inference/model_config.proto": model_config_pb2,
+    "protos/inference/grpc_service.proto": grpc_service_pb2,
+}
 
 
 def without_json_names(file: descriptor_pb2.FileDescriptorProto):
@@ -23,9 +30,10 @@ def without_json_names(file: descriptor_pb2.FileDescriptorProto):
     return file
 
 
-def test_generated_code_matches_the_proto(tmp_path):
+@pytest.mark.parametrize("proto", sorted(GENERATED))
+def test_generated_code_matches_the_proto(tmp_path, proto):
     """Compile the .proto afresh and compare descriptors (independent of protoc versions)."""
-    out = tmp_path / "digits.pb"
+    out = tmp_path / "descriptor.pb"
     # protoc runs in its own process, as `make protos` runs it: grpc_tools' extension carries
     # its own protobuf runtime and crashes when imported beside TensorFlow's.
     command = [
@@ -35,12 +43,13 @@ def test_generated_code_matches_the_proto(tmp_path):
         f"-I{ROOT}",
         f"--descriptor_set_out={out}",
     ]
-    subprocess.run([*command, str(ROOT / PROTO)], check=True, timeout=60)
+    subprocess.run([*command, str(ROOT / proto)], check=True, timeout=60)
     fresh = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file[0]
-    committed = descriptor_pb2.FileDescriptorProto.FromString(digits_pb2.DESCRIPTOR.serialized_pb)
+    generated = GENERATED[proto].DESCRIPTOR.serialized_pb
+    committed = descriptor_pb2.FileDescriptorProto.FromString(generated)
     assert len(fresh.message_type) == len(committed.message_type) > 0
     assert without_json_names(fresh) == without_json_names(committed), (
-        "stale: regenerate with the command in the header of " + PROTO
+        f"stale: regenerate with `make protos` ({proto})"
     )
 
 
@@ -48,3 +57,12 @@ def test_grpc_stubs_cover_every_method():
     service = digits_pb2.DESCRIPTOR.services_by_name["DigitClassifier"]
     servicer = digits_pb2_grpc.DigitClassifierServicer
     assert all(hasattr(servicer, method.name) for method in service.methods)
+
+
+def test_the_inference_service_implements_every_call_of_its_proto():
+    """Every call is overridden (the generated base class answers UNIMPLEMENTED)."""
+    service = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    base = grpc_service_pb2_grpc.GRPCInferenceServiceServicer
+    assert len(service.methods) == 9
+    for method in service.methods:
+        assert getattr(InferenceService, method.name) is not getattr(base, method.name)
