@@ -92,6 +92,8 @@ class ServerProcess:
             str(self.port),
             "--metrics-port",
             str(self.metrics_port),
+            "--http-port",
+            "0",
             "--max-batch-size",
             str(max_batch_size),
             "--grace-seconds",

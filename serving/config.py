@@ -25,6 +25,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8500
     metrics_port: int = 8502
+    http_port: int = 8501
     models: tuple[str, ...] = ()  # empty: every model in the repository
     max_batch_size: int = 64
     batch_delay_us: int = DEFAULT_BATCH_DELAY_US
@@ -79,6 +80,15 @@ _OPTIONS = (
     ),
     ("--host", "DIGITS_HOST", str, "host", "HOST", "address to bind (0.0.0.0 in containers)"),
     ("--port", "DIGITS_PORT", non_negative_int, "port", "PORT", "gRPC port (0: any free port)"),
+    (
+        "--http-port",
+        "DIGITS_HTTP_PORT",
+        non_negative_int,
+        "http_port",
+        "PORT",
+        "HTTP/REST port: the Open Inference Protocol's REST API and /v1/models/M/classify"
+        " (0 disables)",
+    ),
     (
         "--metrics-port",
         "DIGITS_METRICS_PORT",

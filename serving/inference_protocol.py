@@ -16,7 +16,6 @@ import functools
 import struct
 from collections.abc import AsyncIterator, Sequence
 
-import grpc
 import numpy as np
 
 from common.contract import IMAGE_SIZE, INPUT_NAME, OUTPUT_NAME
@@ -214,13 +213,14 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         )
         return infer_response(request, model, probabilities, k)
 
-    async def _measured(self, request, deadline) -> pb.ModelInferResponse:
+    async def measured_answer(self, request, deadline) -> pb.ModelInferResponse:
+        """One inference request, admitted and counted like every request."""
         work = functools.partial(self._answer, request, deadline)
         return await self.digits.measured(request.model_name, request.ByteSize(), work, deadline)
 
     async def ModelInfer(self, request, context):
         try:
-            return await self._measured(request, deadline_of(context))
+            return await self.measured_answer(request, deadline_of(context))
         except errors.ServingError as error:
             await context.abort(error.code, error.message)
 
@@ -229,7 +229,7 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         deadline = deadline_of(context)
         async for request in request_iterator:
             try:
-                reply = await self._measured(request, deadline)
+                reply = await self.measured_answer(request, deadline)
                 yield pb.ModelStreamInferResponse(infer_response=reply)
             except errors.ServingError as error:
                 yield pb.ModelStreamInferResponse(
@@ -239,29 +239,24 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                     ),
                 )
 
-    async def ServerLive(self, request, context):
-        return pb.ServerLiveResponse(live=True)
+    # ---- the calls, raising ServingError (shared by gRPC and HTTP) --------------------
 
-    async def ServerReady(self, request, context):
-        ready = bool(self.registry.model_names()) and not self.digits.admission.closed
-        return pb.ServerReadyResponse(ready=ready)
+    def server_ready(self) -> bool:
+        return bool(self.registry.model_names()) and not self.digits.admission.closed
 
-    async def ModelReady(self, request, context):
+    def model_ready(self, name: str, version: str) -> bool:
         try:
-            self._version(request.name, request.version)
+            self._version(name, version)
         except errors.ServingError:
-            return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=not self.digits.admission.closed)
+            return False
+        return not self.digits.admission.closed
 
-    async def ServerMetadata(self, request, context):
+    def server_metadata(self) -> pb.ServerMetadataResponse:
         version = installed_version(SERVER_NAME) or "unknown"
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=version, extensions=EXTENSIONS)
 
-    async def ModelMetadata(self, request, context):
-        try:
-            model = self._version(request.name, request.version).model
-        except errors.ServingError as error:
-            await context.abort(error.code, error.message)
+    def model_metadata(self, name: str, version: str) -> pb.ModelMetadataResponse:
+        model = self._version(name, version).model
         return pb.ModelMetadataResponse(
             name=model.name,
             versions=[str(v) for v in self.registry.versions(model.name)],
@@ -273,17 +268,12 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             outputs=[tensor_metadata(OUTPUT_NAME, "FP32", [-1, len(model.labels)])],
         )
 
-    async def ModelConfig(self, request, context):
-        try:
-            model = self._version(request.name, request.version).model
-        except errors.ServingError as error:
-            await context.abort(error.code, error.message)
-        return pb.ModelConfigResponse(config=self.model_config(model))
-
-    def model_config(self, model: ModelVersion) -> config_pb.ModelConfig:
+    def model_config(self, name: str, version: str) -> config_pb.ModelConfig:
         """Triton's view: batched input `image` [100, 100, 1] (the batch dimension is
         implicit), optional `image_bytes`, output `probabilities`, dynamic batching."""
-        kind = config_pb.ModelInstanceGroup.KIND_GPU if model.provider == CUDA else None
+        model = self._version(name, version).model
+        group = config_pb.ModelInstanceGroup
+        kind = group.KIND_GPU if model.provider == CUDA else group.KIND_CPU
         return config_pb.ModelConfig(
             name=model.name,
             platform="onnxruntime_onnx",
@@ -308,34 +298,59 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                     name=OUTPUT_NAME, data_type=config_pb.TYPE_FP32, dims=[len(model.labels)]
                 )
             ],
-            instance_group=[
-                config_pb.ModelInstanceGroup(
-                    count=1, kind=kind or config_pb.ModelInstanceGroup.KIND_CPU
-                )
-            ],
+            instance_group=[group(count=1, kind=kind)],
             default_model_filename=ONNX_FILE,
             dynamic_batching=config_pb.ModelDynamicBatching(
                 max_queue_delay_microseconds=self.config.batch_delay_us
             ),
         )
 
-    async def ModelStatistics(self, request, context):
-        names = [request.name] if request.name else self.registry.model_names()
-        try:
-            stats = [
-                statistics(name, version, batcher)
-                for name in names
-                for version, batcher in self.registry.versions(name).items()
-                if request.version in ("", str(version))
-            ]
-        except errors.ServingError as error:
-            await context.abort(error.code, error.message)
-        if request.name and request.version and not stats:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"model '{shown(request.name)}' has no version '{shown(request.version)}' loaded",
+    def model_statistics(self, name: str, version: str) -> pb.ModelStatisticsResponse:
+        """Every loaded version of the model (or of every model, for an empty name)."""
+        names = [name] if name else self.registry.model_names()
+        stats = [
+            statistics(model, number, batcher)
+            for model in names
+            for number, batcher in self.registry.versions(model).items()
+            if version in ("", str(number))
+        ]
+        if name and version and not stats:
+            raise errors.not_found(
+                f"model '{shown(name)}' has no version '{shown(version)}' loaded"
             )
         return pb.ModelStatisticsResponse(model_stats=stats)
+
+    # ---- gRPC -------------------------------------------------------------------------
+
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.server_ready())
+
+    async def ModelReady(self, request, context):
+        return pb.ModelReadyResponse(ready=self.model_ready(request.name, request.version))
+
+    async def ServerMetadata(self, request, context):
+        return self.server_metadata()
+
+    async def ModelMetadata(self, request, context):
+        return await answer_or_abort(context, self.model_metadata, request.name, request.version)
+
+    async def ModelConfig(self, request, context):
+        config = await answer_or_abort(context, self.model_config, request.name, request.version)
+        return pb.ModelConfigResponse(config=config)
+
+    async def ModelStatistics(self, request, context):
+        return await answer_or_abort(context, self.model_statistics, request.name, request.version)
+
+
+async def answer_or_abort(context, call, *args):
+    """call(*args), or its ServingError as the call's gRPC status."""
+    try:
+        return call(*args)
+    except errors.ServingError as error:
+        await context.abort(error.code, error.message)
 
 
 def duration(value) -> pb.StatisticDuration:

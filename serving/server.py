@@ -18,6 +18,7 @@ from protos.digits.v1 import digits_pb2, digits_pb2_grpc
 from protos.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from serving.admission import Admission
 from serving.config import ServerConfig
+from serving.http_api import HttpApi
 from serving.inference_protocol import InferenceService
 from serving.interceptors import RequestParsingInterceptor
 from serving.memory import malloc_trim, trim_after_bursts
@@ -91,6 +92,19 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     )
 
 
+def http_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The same certificate (and client CA, for mTLS) on the HTTP port as on gRPC."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    check_tls_files(config)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    if config.tls_client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=config.tls_client_ca)
+    return context
+
+
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
     """gRPC core options: message limits, and a bounded connection age for load balancing."""
     limit = config.max_message_bytes
@@ -124,6 +138,8 @@ class DigitServer:
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
         self.metrics_port: int | None = None
+        self.http_port: int | None = None
+        self.http: HttpApi | None = None
         self._server: grpc.aio.Server | None = None
         self._metrics_http = None
         self._watch: asyncio.Task | None = None
@@ -145,9 +161,9 @@ class DigitServer:
             self.decode_workers,
         )
         digits_pb2_grpc.add_DigitClassifierServicer_to_server(service, server)
-        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceService(service), server
-        )
+        inference = InferenceService(service)
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
+        self.http = HttpApi(inference, self.config.max_message_bytes)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, OIP_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -177,12 +193,25 @@ class DigitServer:
             ) from None
         self.metrics_port = self._metrics_http.server_port
 
+    async def _serve_http(self) -> None:
+        """The REST API (ready answers 503 until the models are loaded)."""
+        if not self.config.http_port:
+            return
+        check_port_free(self.config.host, self.config.http_port)
+        context = http_ssl_context(self.config)
+        try:
+            self.http_port = await self.http.start(self.config.host, self.config.http_port, context)
+        except OSError as error:
+            target = address(self.config.host, self.config.http_port)
+            raise UserError(f"cannot listen on {target}: {error.strerror}") from None
+
     async def start(self) -> int:
         """Bind, answer health checks (NOT_SERVING), load the models, then SERVING."""
         self.registry.check_repository()
         self._server = self._build_grpc_server()
         self.port = self._bind(self._server)
         self._serve_metrics()
+        await self._serve_http()
         for name in HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
@@ -206,6 +235,7 @@ class DigitServer:
                 "host": self.config.host,
                 "port": self.port,
                 "metrics_port": self.metrics_port,
+                "http_port": self.http_port,
                 "models": self.registry.model_names(),
                 "versions": versions,
                 "provider": self.registry.provider,
@@ -227,6 +257,8 @@ class DigitServer:
         await self.admission.close_and_drain(grace)
         if self._server is not None:
             await self._server.stop(None if limit is None else max(0.0, limit - time.monotonic()))
+        if self.http is not None:
+            await self.http.stop()
         await self.registry.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()

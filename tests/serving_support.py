@@ -176,6 +176,7 @@ def server_config(repository: Path, **overrides) -> ServerConfig:
         model_repository=repository,
         port=0,
         metrics_port=0,
+        http_port=0,
         poll_seconds=0,
         grace_seconds=5,
         max_message_bytes=2 * 1024 * 1024,
@@ -238,7 +239,8 @@ class ServerProcess:
 
     def __init__(self, *args: str, env: dict | None = None):
         self.args = [sys.executable, "-m", "serving", *args]
-        self.env = {**os.environ, **(env or {})}
+        # No HTTP port unless a test asks (--http-port wins over the variable).
+        self.env = {"DIGITS_HTTP_PORT": "0", **os.environ, **(env or {})}
         self.lines: list[str] = []
         self.started: dict | None = None
         self._ready = threading.Event()

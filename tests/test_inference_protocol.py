@@ -1,4 +1,5 @@
-"""The Open Inference Protocol over gRPC, driven by the real tritonclient library.
+"""The Open Inference Protocol over gRPC and HTTP, driven by the real tritonclient library
+(and curl for the one call for people).
 
 tritonclient runs in its own environment (.venv-clients, `make clients`: it needs
 protobuf < 7) through tests/tritonclient_calls.py; its answers must equal digits.v1's for
@@ -6,6 +7,7 @@ the same images, bit for bit.
 """
 
 import json
+import shutil
 import subprocess
 
 import grpc
@@ -15,7 +17,14 @@ import pytest
 from protos.inference import grpc_service_pb2 as pb
 from protos.inference import grpc_service_pb2_grpc
 from serving.client import DigitClient
-from tests.serving_support import ROOT, ServerThread, digit_pixels, encode, server_config
+from tests.serving_support import (
+    ROOT,
+    ServerThread,
+    digit_pixels,
+    encode,
+    free_port,
+    server_config,
+)
 
 CLIENTS_PYTHON = ROOT / ".venv-clients" / "bin" / "python"
 IMAGES = 4
@@ -23,33 +32,38 @@ IMAGES = 4
 
 @pytest.fixture(scope="module")
 def server(serving_repository):
-    with ServerThread(server_config(serving_repository)) as running:
+    config = server_config(serving_repository, http_port=free_port())
+    with ServerThread(config) as running:
         yield running
 
 
-@pytest.fixture(scope="module")
-def tritonclient_run(server, tmp_path_factory) -> tuple[dict, dict]:
-    """Every call of tests/tritonclient_calls.py against the server: (report, answers)."""
+def http_url(server) -> str:
+    return f"127.0.0.1:{server.server.http_port}"
+
+
+@pytest.fixture(scope="module", params=["grpc", "http"])
+def tritonclient_run(request, server, tmp_path_factory) -> tuple[dict, dict]:
+    """Every call of tests/tritonclient_calls.py against the server, with tritonclient.grpc
+    on the gRPC port or tritonclient.http on the HTTP port: (report, answers)."""
     if not CLIENTS_PYTHON.is_file():
         pytest.skip("no .venv-clients: run `make clients` (make test does)")
-    folder = tmp_path_factory.mktemp("tritonclient")
+    kind = request.param
+    target = server.target if kind == "grpc" else http_url(server)
+    folder = tmp_path_factory.mktemp(f"tritonclient-{kind}")
     pixels = np.stack([digit_pixels(i) for i in range(IMAGES)])
     pngs = {f"png_{i}": np.frombuffer(encode(p), np.uint8) for i, p in enumerate(pixels)}
     np.savez(folder / "inputs.npz", pixels=pixels, **pngs)
+    script = ROOT / "tests" / "tritonclient_calls.py"
+    arguments = [kind, target, folder / "inputs.npz", folder / "out"]
     result = subprocess.run(
-        [
-            str(CLIENTS_PYTHON),
-            str(ROOT / "tests" / "tritonclient_calls.py"),
-            server.target,
-            str(folder / "inputs.npz"),
-            str(folder / "out"),
-        ],  # fmt: skip
+        [str(CLIENTS_PYTHON), str(script), *map(str, arguments)],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((folder / "out" / "answers.json").read_text())
+    report["kind"] = kind
     with np.load(folder / "out" / "answers.npz", allow_pickle=False) as answers:
         return report, dict(answers)
 
@@ -70,9 +84,9 @@ def test_health_and_metadata_through_tritonclient(tritonclient_run):
     metadata = report["model_metadata"]
     assert metadata["name"] == "scratch_cnn" and metadata["versions"] == ["1"]
     inputs = {tensor["name"]: tensor for tensor in metadata["inputs"]}
-    assert inputs["image"]["shape"] == ["-1", "100", "100", "1"]
+    assert [int(size) for size in inputs["image"]["shape"]] == [-1, 100, 100, 1]
     assert inputs["image_bytes"]["datatype"] == "BYTES"
-    config = report["model_config"]["config"]
+    config = report["model_config"].get("config", report["model_config"])  # gRPC wraps it
     assert config["max_batch_size"] == 64 and "dynamic_batching" in config
     assert config["input"][0]["dims"] == ["100", "100", "1"]
     assert config["output"][0] == {"name": "probabilities", "data_type": "TYPE_FP32", "dims": ["3"]}
@@ -87,8 +101,11 @@ def test_answers_equal_digits_v1_bit_for_bit(server, tritonclient_run):
     np.testing.assert_array_equal(answers["fp32"], raw)
     np.testing.assert_array_equal(answers["uint8"], raw)
     np.testing.assert_array_equal(answers["bytes"], encoded)
-    np.testing.assert_array_equal(answers["stream_0"], raw[:2])
-    np.testing.assert_array_equal(answers["stream_1"], raw[2:3])
+    if "json" in answers:  # HTTP without the binary extension
+        np.testing.assert_array_equal(answers["json"], raw)
+    else:  # gRPC's stream
+        np.testing.assert_array_equal(answers["stream_0"], raw[:2])
+        np.testing.assert_array_equal(answers["stream_1"], raw[2:3])
 
 
 def test_classification_extension(server, tritonclient_run):
@@ -101,16 +118,23 @@ def test_classification_extension(server, tritonclient_run):
     assert report["fp32_response"]["id"] == "req-7"
 
 
+STATUS = {  # how each protocol's tritonclient reports the status
+    "grpc": {"not found": "StatusCode.NOT_FOUND", "invalid": "StatusCode.INVALID_ARGUMENT"},
+    "http": {"not found": "404", "invalid": "400"},
+}
+
+
 def test_every_error_has_its_status_and_names_the_problem(tritonclient_run):
     report, _ = tritonclient_run
-    errors = report["errors"]
-    assert errors["unknown model"]["status"] == "StatusCode.NOT_FOUND"
+    errors, status = report["errors"], STATUS[report["kind"]]
+    assert str(errors["unknown model"]["status"]) == status["not found"], errors
     for kind in ("wrong shape", "wrong datatype", "bad image bytes", "unknown output"):
-        assert errors[kind]["status"] == "StatusCode.INVALID_ARGUMENT", errors[kind]
+        assert str(errors[kind]["status"]) == status["invalid"], errors[kind]
     assert "[N, 100, 100, 1]" in errors["wrong shape"]["message"]
     assert errors["bad image bytes"]["message"].startswith("image 0:")
     assert "unknown output 'x'" in errors["unknown output"]["message"]
-    assert "[N, 100, 100, 1]" in report["stream_error"]  # told in the stream, which went on
+    if report["kind"] == "grpc":
+        assert "[N, 100, 100, 1]" in report["stream_error"]  # told in the stream, which went on
 
 
 def test_statistics_count_what_was_served(tritonclient_run):
@@ -118,7 +142,7 @@ def test_statistics_count_what_was_served(tritonclient_run):
     stats = {s["name"]: s for s in report["statistics"]["model_stats"]}["scratch_cnn"]
     inference = stats["inference_stats"]
     assert int(inference["success"]["count"]) >= 6 and int(inference["fail"]["count"]) >= 1
-    assert int(stats["inference_count"]) == 4 * IMAGES + 3  # four calls of N, a stream of 2 + 1
+    assert int(stats["inference_count"]) >= 4 * IMAGES + 3  # 4 calls of N + a stream, or 5 calls
     assert int(inference["compute_infer"]["ns"]) > 0 and int(inference["queue"]["count"]) > 0
     assert stats["batch_stats"] and int(stats["execution_count"]) >= 1
 
@@ -158,3 +182,30 @@ def test_the_protocol_is_in_reflection(server):
     with grpc.insecure_channel(server.target) as channel:
         services = ProtoReflectionDescriptorDatabase(channel).get_services()
     assert "inference.GRPCInferenceService" in services
+
+
+def curl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["curl", "--silent", "--show-error", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is the client here")
+def test_curl_one_call_for_people_and_the_rest_paths(server, tmp_path):
+    image = tmp_path / "digit.png"
+    image.write_bytes(encode(digit_pixels(3)))
+    base = f"http://{http_url(server)}"
+    result = curl("--data-binary", f"@{image}", f"{base}/v1/models/scratch_cnn/classify")
+    answer = json.loads(result.stdout)
+    expected = digits_answers(server, [encode(digit_pixels(3))])[0]
+    assert answer["class_index"] == int(expected.argmax()) and answer["version"] == 1
+    assert answer["probabilities"] == dict(zip("012", expected.tolist(), strict=True))
+    assert json.loads(curl(f"{base}/v2/health/ready").stdout) == {"ready": True}
+    assert json.loads(curl(f"{base}/v2").stdout)["name"] == "digit-serving"
+    status_only = ("--write-out", "%{http_code}", "--output", "/dev/null")
+    missing = curl(*status_only, "--data-binary", f"@{image}", f"{base}/v1/models/nope/classify")
+    assert missing.stdout == "404"
+    bad = curl("--data-binary", "{not json", f"{base}/v2/models/scratch_cnn/infer")
+    assert "malformed inference request" in json.loads(bad.stdout)["error"]
+    stats = json.loads(curl(f"{base}/v2/models/scratch_cnn/versions/1/stats").stdout)
+    assert stats["model_stats"][0]["version"] == "1"

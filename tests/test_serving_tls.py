@@ -67,7 +67,7 @@ def run_module(module: str, *args) -> subprocess.CompletedProcess:
 
 
 def serve_cli(*args) -> subprocess.CompletedProcess:
-    return run_module("serving", "--port", "0", "--metrics-port", "0", *args)
+    return run_module("serving", "--port", "0", "--metrics-port", "0", "--http-port", "0", *args)
 
 
 def one_line(result: subprocess.CompletedProcess) -> str:
