@@ -68,11 +68,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     DIGITS_MODEL_REPOSITORY=/models \
     DIGITS_HOST=0.0.0.0 \
     DIGITS_PORT=8500 \
+    DIGITS_HTTP_PORT=8501 \
     DIGITS_METRICS_PORT=8502 \
     DIGITS_GRACE_SECONDS=10 \
     DIGITS_LOG_FORMAT=json
 USER 10001:10001
-EXPOSE 8500 8502
+EXPOSE 8500 8501 8502
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-m", "serving.healthcheck"]
 STOPSIGNAL SIGTERM

@@ -190,6 +190,7 @@ def image_running(repository: Path, log: Path) -> Iterator[RunningImage]:
     overrides = {
         "DIGITS_HOST": "127.0.0.1",
         "DIGITS_PORT": str(free_port()),
+        "DIGITS_HTTP_PORT": str(free_port()),
         "DIGITS_METRICS_PORT": str(free_port()),
         "DIGITS_MODEL_REPOSITORY": str(repository),
     }

@@ -29,7 +29,7 @@ from tests.deploy_support import (
 # Native gRPC probes are GA from 1.27; the newest schemas the validator bundles are checked too.
 KUBERNETES_VERSIONS = ("1.27.0", kubernetes_validate.utils.latest_version())
 HEALTH_SERVICE = "digits.v1.DigitClassifier"
-GRPC_PORT, METRICS_PORT = 8500, 8502
+GRPC_PORT, HTTP_PORT, METRICS_PORT = 8500, 8501, 8502
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +76,10 @@ def test_server_image_config(flavor):
     config = dockerfile.image_config("server", {"FLAVOR": flavor})
     assert config.command == ["python", "-m", "serving"]
     assert config.healthcheck == ["python", "-m", "serving.healthcheck"]
-    assert sorted(config.exposed) == [GRPC_PORT, METRICS_PORT]
+    assert sorted(config.exposed) == [GRPC_PORT, HTTP_PORT, METRICS_PORT]
     assert config.env["DIGITS_HOST"] == "0.0.0.0"
     assert int(config.env["DIGITS_PORT"]) == GRPC_PORT
+    assert int(config.env["DIGITS_HTTP_PORT"]) == HTTP_PORT
     assert int(config.env["DIGITS_METRICS_PORT"]) == METRICS_PORT
     assert config.env["DIGITS_MODEL_REPOSITORY"] == "/models"
     assert config.user.split(":")[0] not in ("", "0", "root")
@@ -144,7 +145,8 @@ def test_compose_stack_matches_the_image():
     env = server["environment"]
     assert env["DIGITS_HOST"] == "0.0.0.0"
     published = {int(p.split(":")[-1]) for p in server["ports"]}
-    assert {int(env["DIGITS_PORT"]), int(env["DIGITS_METRICS_PORT"])} <= published
+    ports = ("DIGITS_PORT", "DIGITS_HTTP_PORT", "DIGITS_METRICS_PORT")
+    assert {int(env[name]) for name in ports} <= published
     assert any(v.endswith(f":{env['DIGITS_MODEL_REPOSITORY']}:ro") for v in server["volumes"])
     assert float(server["stop_grace_period"].rstrip("s")) > float(env["DIGITS_GRACE_SECONDS"])
     assert prometheus["depends_on"]["server"]["condition"] == "service_healthy"
@@ -213,6 +215,7 @@ def test_pods_probe_health_and_drain_in_time(rendered, overlay):
     assert container["startupProbe"]["grpc"]["port"] == port
     assert {p["containerPort"] for p in container["ports"]} == {
         port,
+        int(env["DIGITS_HTTP_PORT"]),
         int(env["DIGITS_METRICS_PORT"]),
     }
 
@@ -247,6 +250,8 @@ def test_service_hpa_and_pdb_select_the_server(rendered, overlay):
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     service = find(resources, "Service")
     assert service["spec"]["clusterIP"] == "None"  # headless: per-call client-side balancing
+    container_ports = {p["name"] for p in server_container(resources)["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == container_ports
     assert service["spec"]["selector"].items() <= labels.items()
     assert (
         find(resources, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items()
