@@ -4,9 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= training,gpu,dev
 CLIENTS_VENV ?= .venv-clients
+PERF_VENV ?= .venv-perf
 PROTOS := protos/digits/v1/digits.proto protos/inference/model_config.proto protos/inference/grpc_service.proto
 
-.PHONY: setup clients run test lint protos clean
+.PHONY: setup clients perf-tools run test lint protos clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +26,15 @@ $(CLIENTS_VENV)/.installed: tools/clients-requirements.txt
 	$(CLIENTS_VENV)/bin/python -m pip install --quiet -r tools/clients-requirements.txt
 	touch $@
 
+# perf_analyzer (bundled in the tritonclient 2.51.0 wheel; numpy < 2) and the CUDA runtime
+# library it links to, for benchmarks.protocols. It also needs Debian's libb64-0d.
+perf-tools: $(PERF_VENV)/.installed
+
+$(PERF_VENV)/.installed:
+	$(PYTHON) -m venv $(PERF_VENV)
+	$(PERF_VENV)/bin/python -m pip install --quiet "tritonclient[grpc]==2.51.0" nvidia-cuda-runtime-cu12
+	touch $@
+
 run: setup
 	$(PY) -m training.run $(ARGS)
 
@@ -38,4 +48,4 @@ protos: setup
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
 
 clean:
-	rm -rf $(VENV) $(CLIENTS_VENV) artifacts data
+	rm -rf $(VENV) $(CLIENTS_VENV) $(PERF_VENV) artifacts data

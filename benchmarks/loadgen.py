@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -24,6 +25,19 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Which gRPC method the load goes to, and how many images a reply answered."""
+
+    method: str
+    answered: Callable[[bytes], int]
+
+
+DIGITS_V1 = Protocol(
+    CLASSIFY_METHOD, lambda reply: len(digits_pb2.ClassifyResponse.FromString(reply).predictions)
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,7 @@ class Window:
 
 async def caller(
     call: grpc.aio.UnaryUnaryMultiCallable,
+    answered: Callable[[bytes], int],
     requests: list[bytes],
     images_per_request: int,
     first: int,
@@ -62,8 +77,7 @@ async def caller(
             return
         try:
             reply = await call(requests[index % len(requests)], timeout=timeout_s)
-            response = digits_pb2.ClassifyResponse.FromString(reply)
-            code = OK if len(response.predictions) == images_per_request else BAD_RESPONSE
+            code = OK if answered(reply) == images_per_request else BAD_RESPONSE
         except grpc.aio.AioRpcError as error:
             code = error.code().name
         end = time.perf_counter()
@@ -77,19 +91,29 @@ async def run_cell_async(
     requests: list[bytes],
     timeout_s: float = 60.0,
     probe: ServerProbe | None = None,
+    protocol: Protocol = DIGITS_V1,
 ) -> dict:
     """Drive one cell and summarise it (throughput, latency percentiles, errors by code, CPU,
     and what the server reports of its batches when it has a probe)."""
     probe = probe or ServerProbe()
     async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
         await asyncio.wait_for(channel.channel_ready(), timeout=timeout_s)
-        call = channel.unary_unary(CLASSIFY_METHOD)
+        call = channel.unary_unary(protocol.method)
         now = time.perf_counter()
         window = Window(now + cell.warmup_s, now + cell.warmup_s + cell.duration_s)
         records: list[tuple[float, str]] = []
         tasks = [
             asyncio.create_task(
-                caller(call, requests, cell.images_per_request, k, window, timeout_s, records)
+                caller(
+                    call,
+                    protocol.answered,
+                    requests,
+                    cell.images_per_request,
+                    k,
+                    window,
+                    timeout_s,
+                    records,
+                )
             )
             for k in range(cell.concurrency)
         ]
@@ -142,6 +166,7 @@ def run_cell(
     requests: list[bytes],
     timeout_s: float = 60.0,
     probe: ServerProbe | None = None,
+    protocol: Protocol = DIGITS_V1,
 ) -> dict:
     """Synchronous entry point: one event loop per cell, so cells cannot leak into each other."""
-    return asyncio.run(run_cell_async(target, cell, requests, timeout_s, probe))
+    return asyncio.run(run_cell_async(target, cell, requests, timeout_s, probe, protocol))

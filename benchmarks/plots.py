@@ -149,3 +149,24 @@ def rss_over_time(servers: list[dict], path: Path) -> Path:
     axis.legend()
     axis.grid(alpha=0.3)
     return save(figure, path)
+
+
+def perf_analyzer_sweep(rows: list[dict], path: Path) -> Path:
+    """perf_analyzer against the OIP endpoint: throughput, and p50/p99 with the server's
+    queue and compute shares, against concurrency."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    concurrency = [row["concurrency"] for row in rows]
+    left.plot(concurrency, [row["images_per_s"] for row in rows], marker="o")
+    left.set_xlabel("concurrency")
+    left.set_ylabel("images/s")
+    left.set_xscale("log", base=2)
+    for key, label in (("p50_us", "p50"), ("p99_us", "p99"), ("server_queue_us", "server queue"),
+                       ("server_compute_infer_us", "server compute infer")):  # fmt: skip
+        right.plot(concurrency, [row[key] / 1000 for row in rows], marker="o", label=label)
+    right.set_xlabel("concurrency")
+    right.set_ylabel("ms")
+    right.set_xscale("log", base=2)
+    right.legend()
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+    return save(figure, path)

@@ -256,6 +256,9 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=version, extensions=EXTENSIONS)
 
     def model_metadata(self, name: str, version: str) -> pb.ModelMetadataResponse:
+        """The graph's own input and output. `image_bytes` (decoded by the server, not taken
+        by the graph) is documented, not listed: perf_analyzer generates data for every
+        listed input and cannot shape a BYTES [N] one."""
         model = self._version(name, version).model
         return pb.ModelMetadataResponse(
             name=model.name,
@@ -263,14 +266,14 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             platform="onnxruntime_onnx",
             inputs=[
                 tensor_metadata(INPUT_NAME, "FP32", IMAGE_SHAPE),
-                tensor_metadata(BYTES_INPUT, "BYTES", [-1]),
             ],
             outputs=[tensor_metadata(OUTPUT_NAME, "FP32", [-1, len(model.labels)])],
         )
 
     def model_config(self, name: str, version: str) -> config_pb.ModelConfig:
         """Triton's view: batched input `image` [100, 100, 1] (the batch dimension is
-        implicit), optional `image_bytes`, output `probabilities`, dynamic batching."""
+        implicit), output `probabilities`, dynamic batching (`image_bytes`: see
+        model_metadata)."""
         model = self._version(name, version).model
         group = config_pb.ModelInstanceGroup
         kind = group.KIND_GPU if model.provider == CUDA else group.KIND_CPU
@@ -288,9 +291,6 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                     data_type=config_pb.TYPE_FP32,
                     format=config_pb.ModelInput.FORMAT_NHWC,
                     dims=IMAGE_SHAPE[1:],
-                ),
-                config_pb.ModelInput(
-                    name=BYTES_INPUT, data_type=config_pb.TYPE_STRING, dims=[1], optional=True
                 ),
             ],
             output=[

@@ -317,6 +317,10 @@ def run_command(*args: str) -> subprocess.CompletedProcess:
             ("benchmarks.flood", "--model-repository", "/nonexistent/repo"),
             "model repository not found",
         ),
+        (
+            ("benchmarks.protocols", "--model-repository", "/nonexistent/repo"),
+            "model repository not found",
+        ),
     ],
 )
 def test_user_errors_are_one_line(args: tuple[str, ...], message: str):
@@ -370,3 +374,14 @@ def test_flood_measures_memory_and_answers_against_two_checkouts(repository, tmp
             assert 0 < round_["rss_before_mb"] <= round_["rss_peak_mb"]
     assert_pngs(output, [results["figure"]])
     assert "| this checkout (" in (output / "flood.md").read_text()
+
+
+def test_digits_v1_and_oip_side_by_side_with_one_load_generator(server: ServerProcess):
+    from benchmarks import protocols
+
+    cells = protocols.side_by_side(server.target, "scratch_cnn", [2], seconds=0.5)
+    assert [cell["protocol"] for cell in cells] == ["digits.v1", "oip"]
+    for cell in cells:
+        assert cell["ok_requests"] > 0 and cell["errors"] == {}, cell
+    (row,) = protocols.ratio_rows(cells)
+    assert row[0] == "2" and float(row[3]) > 0
