@@ -9,6 +9,9 @@ the same images, bit for bit.
 import json
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -209,3 +212,35 @@ def test_curl_one_call_for_people_and_the_rest_paths(server, tmp_path):
     assert "malformed inference request" in json.loads(bad.stdout)["error"]
     stats = json.loads(curl(f"{base}/v2/models/scratch_cnn/versions/1/stats").stdout)
     assert stats["model_stats"][0]["version"] == "1"
+
+
+def http_status(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        text = error.read()
+        return error.code, json.loads(text) if text.startswith(b"{") else {}
+
+
+def test_http_limits_body_size_and_admission(serving_repository):
+    """413 beyond --max-message-bytes; 429 when the bytes in progress are full."""
+    config = server_config(
+        serving_repository,
+        http_port=free_port(),
+        max_message_bytes=1024 * 1024,
+        max_inflight_bytes=1024 * 1024,
+        batch_delay_us=300_000,
+    )
+    with ServerThread(config) as running:
+        base = f"http://{http_url(running)}/v1/models/scratch_cnn/classify"
+        status, _ = http_status(base, b"\0" * (2 * 1024 * 1024))
+        assert status == 413
+        png = encode(np.random.default_rng(0).integers(0, 255, (300, 300), np.uint8))
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(lambda _: http_status(base, png * 6), range(8)))
+        statuses = {status for status, _ in outcomes}
+        assert 429 in statuses, outcomes
+        busy = next(answer for status, answer in outcomes if status == 429)
+        assert "request bytes in progress" in busy["error"]
