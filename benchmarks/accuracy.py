@@ -20,7 +20,7 @@ from benchmarks.classification import agreement, classification_report
 from benchmarks.config import DEFAULT_REPOSITORY, DEFAULT_VALIDATION_FILE, RESULTS_DIR
 from benchmarks.datasets import Dataset, load_folder, load_validation
 from benchmarks.machine import machine_info
-from benchmarks.report import write_json
+from benchmarks.report import write_results
 from benchmarks.runtimes import (
     onnx_predict,
     predict_in_batches,
@@ -240,10 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         "training_check": training_check(models, evaluations),
         "figures": confusion_figures(evaluations, output),
     }
-    write_json(results, output / "accuracy.json")
-    (output / "accuracy.md").write_text(accuracy_markdown(results))
     print("\n".join(overview_lines(results)))
-    print(f"results: {output / 'accuracy.md'}")
+    write_results(results, accuracy_markdown(results), output, "accuracy")
     return 0
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from benchmarks import plots
 from benchmarks.config import DEFAULT_REPOSITORY, MAX_MESSAGE_BYTES, RESULTS_DIR
 from benchmarks.machine import machine_info
-from benchmarks.report import table, write_json
+from benchmarks.report import table, write_results
 from benchmarks.server import ServerProcess
 from common.cli import ArgumentParser, UserError, positive_int, run_cli
 from common.ownership import claim_folder
@@ -202,9 +202,7 @@ def main(argv=None) -> int:
         )
         results["servers"].append(flood_server(name, server, config))
     results["figure"] = plots.rss_over_time(results["servers"], output / "flood_rss.png").name
-    write_json(results, output / "flood.json")
-    (output / "flood.md").write_text(flood_markdown(results))
-    print(f"results: {output / 'flood.md'}")
+    write_results(results, flood_markdown(results), output, "flood")
     return 0
 
 

@@ -30,7 +30,7 @@ from benchmarks.loadgen import Cell, run_cell
 from benchmarks.machine import load_average, machine_info
 from benchmarks.noop import repository_with_noop
 from benchmarks.references import best_per_batch, row_at, sweep, time_batch
-from benchmarks.report import latency_markdown, summary_lines, write_json
+from benchmarks.report import latency_markdown, summary_lines, write_results
 from benchmarks.runtimes import (
     ORT_VARIANTS,
     as_model_input,
@@ -352,10 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         "targets": analysis.targets(headline, cost),
         "figures": figures,
     }
-    write_json(results, output / "latency.json")
-    (output / "latency.md").write_text(latency_markdown(results))
     print("\n".join(summary_lines(results)))
-    print(f"results: {output / 'latency.md'}")
+    write_results(results, latency_markdown(results), output, "latency")
     return 0
 
 

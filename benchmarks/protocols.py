@@ -27,7 +27,7 @@ from benchmarks import plots
 from benchmarks.config import DEFAULT_REPOSITORY, RESULTS_DIR
 from benchmarks.loadgen import DIGITS_V1, Cell, Protocol, run_cell
 from benchmarks.machine import machine_info
-from benchmarks.report import table, write_json
+from benchmarks.report import table, write_results
 from benchmarks.samples import load_sample_pixels
 from benchmarks.server import ServerProcess
 from common.cli import ArgumentParser, UserError, run_cli
@@ -244,9 +244,7 @@ def main(argv=None) -> int:
         "side_by_side": cells,
     }
     results["figure"] = plots.perf_analyzer_sweep(perf, output / "protocols.png").name
-    write_json(results, output / "protocols.json")
-    (output / "protocols.md").write_text(markdown(results))
-    print(f"results: {output / 'protocols.md'}")
+    write_results(results, markdown(results), output, "protocols")
     return 0
 
 

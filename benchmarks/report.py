@@ -9,6 +9,15 @@ def write_json(data: dict, path: Path) -> Path:
     return path
 
 
+def write_results(results: dict, markdown: str, output: Path, stem: str) -> Path:
+    """STEM.json and STEM.md in the results folder; says where (the markdown's path)."""
+    write_json(results, output / f"{stem}.json")
+    page = output / f"{stem}.md"
+    page.write_text(markdown)
+    print(f"results: {page}")
+    return page
+
+
 def fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
     """A number for a table cell; '-' when it was not measured."""
     return "-" if value is None else f"{value:.{digits}f}{suffix}"
