@@ -9,6 +9,7 @@ the same images, bit for bit.
 import json
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -244,3 +245,41 @@ def test_http_limits_body_size_and_admission(serving_repository):
         assert 429 in statuses, outcomes
         busy = next(answer for status, answer in outcomes if status == 429)
         assert "request bytes in progress" in busy["error"]
+
+
+def test_http_requests_in_flight_are_answered_through_the_drain(serving_repository):
+    """Stopping (what SIGTERM does) while HTTP calls wait in a batch: every one answers 200."""
+    config = server_config(serving_repository, http_port=free_port(), batch_delay_us=500_000)
+    running = ServerThread(config).__enter__()
+    base = f"http://{http_url(running)}/v1/models/scratch_cnn/classify"
+    pool = ThreadPoolExecutor(4)
+    try:
+        calls = [pool.submit(http_status, base, encode(digit_pixels(i))) for i in range(4)]
+        limit = time.monotonic() + 10
+        while running.server.admission.in_progress < 4:
+            assert time.monotonic() < limit, "the calls never arrived"
+            time.sleep(0.01)
+    finally:
+        running.__exit__(None, None, None)  # drains, then stops
+    outcomes = [call.result(timeout=30) for call in calls]
+    pool.shutdown()
+    assert [status for status, _ in outcomes] == [200] * 4
+    assert running.server.admission.admitted == 4 and running.server.admission.in_progress == 0
+
+
+def test_the_kserve_sdks_rest_client_gets_the_digits_v1_answers(server, tmp_path):
+    if not CLIENTS_PYTHON.is_file():
+        pytest.skip("no .venv-clients: run `make clients` (make test does)")
+    pixels = np.stack([digit_pixels(i) for i in range(3)])
+    np.savez(tmp_path / "inputs.npz", pixels=pixels)
+    script = ROOT / "tests" / "kserve_client_calls.py"
+    arguments = [f"http://{http_url(server)}", tmp_path / "inputs.npz", tmp_path / "answers.npy"]
+    result = subprocess.run(
+        [str(CLIENTS_PYTHON), str(script), *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = np.load(tmp_path / "answers.npy")
+    np.testing.assert_array_equal(answers, digits_answers(server, list(pixels)))

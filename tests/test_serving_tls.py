@@ -1,16 +1,25 @@
 """TLS set-up errors name the file and the problem; mTLS admits only clients the CA signed
 (issue 11, item 13)."""
 
+import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import pytest
 
 from serving.client import DigitClient
-from tests.serving_support import ROOT, ServerThread, digit_pixels, encode, server_config
+from tests.serving_support import (
+    ROOT,
+    ServerThread,
+    digit_pixels,
+    encode,
+    free_port,
+    server_config,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the keys")
 
@@ -155,3 +164,26 @@ def test_the_healthcheck_speaks_mtls(pki, serving_repository):
         ]
     assert results[0].returncode == 0, results[0].stderr
     assert results[1].returncode != 0  # no client certificate: refused
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is the HTTP client here")
+def test_the_http_port_serves_the_same_tls_and_mtls(pki, serving_repository):
+    config = replace(mtls_config(pki, serving_repository), http_port=free_port())
+    with ServerThread(config) as server:
+        url = f"https://127.0.0.1:{server.server.http_port}/v2/health/ready"
+        trust = ("--cacert", str(pki / "ca.pem"))
+        mine = ("--cert", str(pki / "client.pem"), "--key", str(pki / "client.key"))
+        signed = subprocess.run(
+            ["curl", "--silent", "--show-error", *trust, *mine, url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        anonymous = subprocess.run(
+            ["curl", "--silent", "--show-error", *trust, url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert json.loads(signed.stdout) == {"ready": True}, signed.stderr
+    assert anonymous.returncode != 0  # no client certificate: the handshake fails
