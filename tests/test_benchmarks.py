@@ -349,7 +349,14 @@ def test_unreachable_target_and_bad_data_dir(repository: Path, tmp_path: Path, c
 
 
 @pytest.mark.parametrize(
-    "module", ["benchmarks.latency", "benchmarks.accuracy", "benchmarks.flood"]
+    "module",
+    [
+        "benchmarks.latency",
+        "benchmarks.accuracy",
+        "benchmarks.flood",
+        "benchmarks.protocols",
+        "benchmarks.http_frameworks",
+    ],
 )
 def test_help(module: str):
     result = run_command(module, "--help")
@@ -385,3 +392,17 @@ def test_digits_v1_and_oip_side_by_side_with_one_load_generator(server: ServerPr
         assert cell["ok_requests"] > 0 and cell["errors"] == {}, cell
     (row,) = protocols.ratio_rows(cells)
     assert row[0] == "2" and float(row[3]) > 0
+
+
+def test_http_frameworks_measures_both_libraries(tmp_path):
+    from benchmarks import http_frameworks
+
+    if not http_frameworks.CLIENTS_PYTHON.is_file():
+        pytest.skip("no .venv-clients: run `make clients` (make test does)")
+    output = tmp_path / "http"
+    http_frameworks.main(["--seconds", "0.3", "--concurrency", "2", "--output", str(output)])
+    results = strict_json(output / "http_frameworks.json")
+    assert [cell["framework"] for cell in results["cells"]] == ["aiohttp", "starlette"]
+    for cell in results["cells"]:
+        assert cell["requests_per_s"] > 0 and cell["server_cpu_ms_per_request"] > 0
+    assert "| 2 | aiohttp |" in (output / "http_frameworks.md").read_text()
