@@ -355,7 +355,6 @@ def test_unreachable_target_and_bad_data_dir(repository: Path, tmp_path: Path, c
         "benchmarks.accuracy",
         "benchmarks.flood",
         "benchmarks.protocols",
-        "benchmarks.http_frameworks",
     ],
 )
 def test_help(module: str):
