@@ -105,6 +105,9 @@ def test_reloads_bad_publishes_and_sigterm_under_load(serving_repository, tmp_pa
     client_ok = len(outcomes) - len(failures)
     assert stopped["requests_unanswered"] == 0
     assert stopped["requests_admitted"] == stopped["requests_answered_ok"] == client_ok
+    refused_codes = {o.code.name for o in failures}
+    print(f"fault and load: {len(outcomes)} calls, {client_ok} answered OK (all admitted), "
+          f"{len(failures)} refused at the stop {sorted(refused_codes)}, 0 lost")  # fmt: skip
     versions = {o.version for o in outcomes if o.code == grpc.StatusCode.OK}
     assert versions == {1, 2, 4}  # never the corrupt 3, never the partial 5
     drained = [o for o in outcomes[in_flight_at_stop:] if o.code == grpc.StatusCode.OK]
