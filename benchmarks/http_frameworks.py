@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks.config import RESULTS_DIR
+from benchmarks.config import CLIENTS_PYTHON, RESULTS_DIR
 from benchmarks.machine import machine_info
 from benchmarks.report import table, write_results
 from benchmarks.samples import load_sample_pixels, png_bytes
@@ -26,7 +26,6 @@ from common.cli import ArgumentParser, UserError, run_cli
 from common.ownership import claim_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIENTS_PYTHON = ROOT / ".venv-clients" / "bin" / "python"
 FRAMEWORKS = ("aiohttp", "starlette")
 
 

@@ -280,3 +280,22 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+# ---- the real client libraries (.venv-clients) ------------------------------------------
+
+
+def run_in_clients_env(script: str, *arguments) -> subprocess.CompletedProcess:
+    """tests/SCRIPT run by .venv-clients' Python (skips the test where it is not built)."""
+    import pytest
+
+    from benchmarks.config import CLIENTS_PYTHON
+
+    if not CLIENTS_PYTHON.is_file():
+        pytest.skip("no .venv-clients: run `make clients` (make test does)")
+    return subprocess.run(
+        [str(CLIENTS_PYTHON), str(ROOT / "tests" / script), *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

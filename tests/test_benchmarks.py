@@ -15,6 +15,7 @@ from PIL import Image
 
 from benchmarks import accuracy, latency
 from benchmarks.classification import classification_report
+from benchmarks.config import CLIENTS_PYTHON
 from benchmarks.loadgen import Cell, run_cell
 from benchmarks.noop import build_noop_onnx, write_noop_version
 from benchmarks.samples import load_sample_pixels, serialized_requests
@@ -396,7 +397,7 @@ def test_digits_v1_and_oip_side_by_side_with_one_load_generator(server: ServerPr
 def test_http_frameworks_measures_both_libraries(tmp_path):
     from benchmarks import http_frameworks
 
-    if not http_frameworks.CLIENTS_PYTHON.is_file():
+    if not CLIENTS_PYTHON.is_file():
         pytest.skip("no .venv-clients: run `make clients` (make test does)")
     output = tmp_path / "http"
     http_frameworks.main(["--seconds", "0.3", "--concurrency", "2", "--output", str(output)])

@@ -7,23 +7,16 @@ tests/kserve_manifest_check.py.
 
 import subprocess
 
-import pytest
 import yaml
 
 from serving.config import ServerConfig
-from tests.serving_support import ROOT
+from tests.serving_support import ROOT, run_in_clients_env
 
-CLIENTS_PYTHON = ROOT / ".venv-clients" / "bin" / "python"
 MANIFEST = ROOT / "deploy" / "kserve" / "inference-service.yaml"
 
 
 def check(path) -> subprocess.CompletedProcess:
-    if not CLIENTS_PYTHON.is_file():
-        pytest.skip("no .venv-clients: run `make clients` (make test does)")
-    script = ROOT / "tests" / "kserve_manifest_check.py"
-    return subprocess.run(
-        [str(CLIENTS_PYTHON), str(script), str(path)], capture_output=True, text=True, timeout=120
-    )
+    return run_in_clients_env("kserve_manifest_check.py", path)
 
 
 def test_inference_service_is_valid_for_kserves_schema():

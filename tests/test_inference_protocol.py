@@ -22,15 +22,14 @@ from protos.inference import grpc_service_pb2 as pb
 from protos.inference import grpc_service_pb2_grpc
 from serving.client import DigitClient
 from tests.serving_support import (
-    ROOT,
     ServerThread,
     digit_pixels,
     encode,
     free_port,
+    run_in_clients_env,
     server_config,
 )
 
-CLIENTS_PYTHON = ROOT / ".venv-clients" / "bin" / "python"
 IMAGES = 4
 
 
@@ -49,22 +48,14 @@ def http_url(server) -> str:
 def tritonclient_run(request, server, tmp_path_factory) -> tuple[dict, dict]:
     """Every call of tests/tritonclient_calls.py against the server, with tritonclient.grpc
     on the gRPC port or tritonclient.http on the HTTP port: (report, answers)."""
-    if not CLIENTS_PYTHON.is_file():
-        pytest.skip("no .venv-clients: run `make clients` (make test does)")
     kind = request.param
     target = server.target if kind == "grpc" else http_url(server)
     folder = tmp_path_factory.mktemp(f"tritonclient-{kind}")
     pixels = np.stack([digit_pixels(i) for i in range(IMAGES)])
     pngs = {f"png_{i}": np.frombuffer(encode(p), np.uint8) for i, p in enumerate(pixels)}
     np.savez(folder / "inputs.npz", pixels=pixels, **pngs)
-    script = ROOT / "tests" / "tritonclient_calls.py"
     arguments = [kind, target, folder / "inputs.npz", folder / "out"]
-    result = subprocess.run(
-        [str(CLIENTS_PYTHON), str(script), *map(str, arguments)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_in_clients_env("tritonclient_calls.py", *arguments)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((folder / "out" / "answers.json").read_text())
     report["kind"] = kind
@@ -268,18 +259,10 @@ def test_http_requests_in_flight_are_answered_through_the_drain(serving_reposito
 
 
 def test_the_kserve_sdks_rest_client_gets_the_digits_v1_answers(server, tmp_path):
-    if not CLIENTS_PYTHON.is_file():
-        pytest.skip("no .venv-clients: run `make clients` (make test does)")
     pixels = np.stack([digit_pixels(i) for i in range(3)])
     np.savez(tmp_path / "inputs.npz", pixels=pixels)
-    script = ROOT / "tests" / "kserve_client_calls.py"
     arguments = [f"http://{http_url(server)}", tmp_path / "inputs.npz", tmp_path / "answers.npy"]
-    result = subprocess.run(
-        [str(CLIENTS_PYTHON), str(script), *map(str, arguments)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_in_clients_env("kserve_client_calls.py", *arguments)
     assert result.returncode == 0, result.stderr[-3000:]
     answers = np.load(tmp_path / "answers.npy")
     np.testing.assert_array_equal(answers, digits_answers(server, list(pixels)))
