@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The digit server image, in two flavours chosen by a build argument (docs/deployment.md):
 #   docker build -t digits-serving:cpu .
 #   docker build -t digits-serving:gpu --build-arg FLAVOR=gpu .
@@ -11,9 +10,10 @@
 
 ARG FLAVOR=cpu
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
-# onnxruntime / onnxruntime-gpu release (both exist for each); CUDA 12 hosts: 1.26.0 with a
-# CUDA 12 CUDA_IMAGE such as nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04.
-ARG ONNXRUNTIME_VERSION=1.31.1
+# onnxruntime / onnxruntime-gpu release: deploy/onnxruntime-constraints.txt pins it for both
+# images; set this only to override it, e.g. CUDA 12 hosts: 1.26.0 with a CUDA 12 CUDA_IMAGE
+# such as nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04.
+ARG ONNXRUNTIME_VERSION=
 
 # ---- base images: the same base for building and for running, so the venv fits ----
 FROM python:3.11-slim-bookworm AS base-cpu
@@ -41,11 +41,11 @@ COPY serving/ serving/
 COPY export/ export/
 COPY training/ training/
 COPY benchmarks/ benchmarks/
+COPY deploy/onnxruntime-constraints.txt /tmp/constraints.txt
 ARG ONNXRUNTIME_VERSION
-# A constraint, not a requirement: it pins whichever of the two the flavour's extra installs.
 # The CUDA libraries come from the base image: ONNX Runtime must have been built for its major.
-RUN printf 'onnxruntime==%s\nonnxruntime-gpu==%s\n' "${ONNXRUNTIME_VERSION}" "${ONNXRUNTIME_VERSION}" \
-        > /tmp/constraints.txt \
+RUN if [ -n "${ONNXRUNTIME_VERSION}" ]; then printf 'onnxruntime==%s\nonnxruntime-gpu==%s\n' \
+        "${ONNXRUNTIME_VERSION}" "${ONNXRUNTIME_VERSION}" > /tmp/constraints.txt; fi \
     && /opt/venv/bin/pip install --constraint /tmp/constraints.txt ".[${FLAVOR}]" \
     && if [ "${FLAVOR}" = gpu ]; then /opt/venv/bin/python -c \
     "import os; from onnxruntime.capi import build_and_package_info as b; \

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Training on a GPU in a container (docs/deployment.md):
 #   docker build -f training.Dockerfile -t digits-training .
 #   docker run --gpus all --rm --user "$(id -u):$(id -g)" \
@@ -19,7 +18,10 @@ COPY serving/ serving/
 COPY export/ export/
 COPY training/ training/
 COPY benchmarks/ benchmarks/
-RUN /opt/venv/bin/pip install ".[training,cpu]" "tensorflow[and-cuda]>=2.20,<2.21"
+# The same ONNX Runtime as the server image (one pin for both).
+COPY deploy/onnxruntime-constraints.txt /tmp/constraints.txt
+RUN /opt/venv/bin/pip install --constraint /tmp/constraints.txt \
+        ".[training,cpu]" "tensorflow[and-cuda]>=2.20,<2.21"
 
 FROM python:3.11-slim-bookworm AS training
 RUN groupadd --gid 10001 digits \

@@ -128,12 +128,35 @@ def test_dockerignore_keeps_the_context_small_but_complete():
     assert not any(excluded_from_context(path, patterns) for path in baked)
 
 
-def test_dockerignore_matcher_follows_docker_rules():
-    patterns = ["*", "!keep/", "**/*.pyc", "!keep/special.pyc"]
-    assert excluded_from_context("other/file.py", patterns)
-    assert not excluded_from_context("keep/a/b.py", patterns)
-    assert excluded_from_context("keep/a/b.pyc", patterns)
-    assert not excluded_from_context("keep/special.pyc", patterns)
+def test_the_build_context_is_exactly_what_the_images_copy():
+    """Every file git tracks: in the context if and only if a Dockerfile copies it (or its
+    folder), so nothing the images need is left out and nothing else goes in."""
+    copied = set()
+    for dockerfile in (SERVER_DOCKERFILE, TRAINING_DOCKERFILE):
+        for stage in parse_dockerfile(dockerfile).stages:
+            for args in stage.all("COPY"):
+                if "--from=" not in args:
+                    copied.update(word.rstrip("/") for word in args.split()[:-1])
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    patterns = dockerignore_patterns()
+    for path in tracked:
+        wanted = any(path == source or path.startswith(source + "/") for source in copied)
+        wanted = wanted or path.startswith("deploy/empty-model-repository/")
+        if path.endswith((".pyc",)) or "/__pycache__/" in path:
+            continue
+        assert excluded_from_context(path, patterns) != wanted, path
+
+
+def test_both_images_take_onnx_runtime_from_one_pin():
+    for dockerfile in (SERVER_DOCKERFILE, TRAINING_DOCKERFILE):
+        build = parse_dockerfile(dockerfile).stage("build")
+        assert "deploy/onnxruntime-constraints.txt /tmp/constraints.txt" in build.all("COPY")
+        assert any("--constraint /tmp/constraints.txt" in run for run in build.all("RUN"))
+    pins = (ROOT / "deploy" / "onnxruntime-constraints.txt").read_text().split()
+    versions = {line.split("==")[1] for line in pins if "==" in line}
+    assert len(versions) == 1  # onnxruntime and onnxruntime-gpu at the same release
 
 
 # ---- docker compose and Prometheus ----
@@ -282,7 +305,7 @@ def test_gpu_build_guard_checks_the_wheels_cuda_major():
         for args in parse_dockerfile(SERVER_DOCKERFILE).stage("build").all("RUN")
         if "build_and_package_info" in args
     ]
-    guard = run[run.index("if [") :].replace("/opt/venv/bin/python", sys.executable)
+    guard = run[run.index('if [ "${FLAVOR}"') :].replace("/opt/venv/bin/python", sys.executable)
     major = int(info.cuda_version.split(".")[0])
     for base_cuda, expected in ((f"{major}.0.1", 0), (f"{major - 1}.8.1", 1)):
         result = subprocess.run(

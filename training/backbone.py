@@ -171,7 +171,7 @@ def pretrain_on_digits(weights: Path, pretrain: PretrainConfig, seed: int, verbo
         train_images, held_images = _resized(images[train], side), _resized(images[held], side)
         history = model.fit(
             training_dataset(train_images, labels[train], pretrain.batch_size, seed),
-            validation_data=evaluation_dataset(held_images, labels[held], 128),
+            validation_data=evaluation_dataset(held_images, labels[held], EVAL_BATCH_SIZE),
             epochs=epochs,
             verbose=verbose,
         )

@@ -12,11 +12,14 @@ import tf_keras as keras  # noqa: E402
 
 from common.contract import CLASS_LABELS, IMAGE_SIZE  # noqa: E402
 from common.images import invert_polarity  # noqa: E402
+from training.pipeline import EVAL_BATCH_SIZE  # noqa: E402
 
 METRICS_KEYS = ("val_accuracy", "val_count", "epochs_run", "train_seconds", "backbone")
 
 
-def predict_labels(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def predict_labels(
+    model: keras.Model, images: np.ndarray, batch_size: int = EVAL_BATCH_SIZE
+) -> np.ndarray:
     """Class indices for uint8 [N, 100, 100] images (always training=False)."""
     pixels = images[..., np.newaxis].astype(np.float32)
     outputs = [
