@@ -28,7 +28,7 @@ from benchmarks.runtimes import (
     savedmodel_predict,
 )
 from benchmarks.server import require_serving
-from common.cli import UserError, run_cli
+from common.cli import ArgumentParser, UserError, run_cli
 from common.contract import CLASS_LABELS
 from common.images import invert_polarity
 from common.ownership import claim_folder
@@ -40,7 +40,7 @@ SERVER_CHUNK = 64  # images per request when going through the server
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m benchmarks.accuracy",
         description="Accuracy, per-class precision/recall/F1 and confusion matrices of every "
         "model as SavedModel and ONNX (and through a server with --target), with the agreement "

@@ -22,7 +22,7 @@ from benchmarks.report import table, write_results
 from benchmarks.samples import load_sample_pixels, png_bytes
 from benchmarks.server import free_port, process_cpu_seconds
 from benchmarks.stats import latency_summary
-from common.cli import ArgumentParser, UserError, run_cli
+from common.cli import ArgumentParser, UserError, positive_float, run_cli
 from common.ownership import claim_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     parser = ArgumentParser(
         prog="python -m benchmarks.http_frameworks", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=positive_float, default=5.0)
     parser.add_argument("--concurrency", default="1,16")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "http_frameworks")
     args = parser.parse_args(argv)

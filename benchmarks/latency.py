@@ -40,7 +40,14 @@ from benchmarks.runtimes import (
 )
 from benchmarks.samples import load_sample_pixels, serialized_requests
 from benchmarks.server import ServerProbe, ServerProcess, require_serving, started_record
-from common.cli import UserError, run_cli
+from common.cli import (
+    ArgumentParser,
+    UserError,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    run_cli,
+)
 from common.ownership import claim_folder
 
 SCHEMA = "digits-benchmarks/latency/1"
@@ -59,7 +66,7 @@ def int_list(text: str) -> tuple[int, ...]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m benchmarks.latency",
         description="Latency/throughput of the gRPC server (dynamic batching on and off) against "
         "raw ONNX Runtime and the TF SavedModel run in-process on the same machine.",
@@ -87,13 +94,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int_list, help="concurrency levels [1,4,16,64]")
     parser.add_argument("--images-per-request", type=int_list, help="images per request [1,8]")
     parser.add_argument("--batch-sizes", type=int_list, help="reference batch sizes [1,2,...,64]")
-    parser.add_argument("--warmup", type=float, help="seconds of warm-up per cell [1]")
-    parser.add_argument("--duration", type=float, help="measured seconds per cell [5]")
+    parser.add_argument("--warmup", type=non_negative_float, help="seconds of warm-up per cell [1]")
+    parser.add_argument("--duration", type=positive_float, help="measured seconds per cell [5]")
     parser.add_argument(
-        "--reference-seconds", type=float, help="seconds per reference batch size [1]"
+        "--reference-seconds", type=positive_float, help="seconds per reference batch size [1]"
     )
     parser.add_argument(
-        "--max-batch-size", type=int, help="the started servers' --max-batch-size [64]"
+        "--max-batch-size", type=positive_int, help="the started servers' --max-batch-size [64]"
     )
     parser.add_argument("--payload", choices=("png", "raw"), help="what requests carry [png]")
     parser.add_argument(

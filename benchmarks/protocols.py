@@ -30,7 +30,7 @@ from benchmarks.machine import machine_info
 from benchmarks.report import table, write_results
 from benchmarks.samples import load_sample_pixels
 from benchmarks.server import ServerProcess
-from common.cli import ArgumentParser, UserError, run_cli
+from common.cli import ArgumentParser, UserError, positive_float, run_cli
 from common.ownership import claim_folder
 from protos.inference import grpc_service_pb2 as pb
 from serving.client import classify_request
@@ -219,7 +219,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default="scratch_cnn")
     parser.add_argument("--concurrency", default="1,2,4,8,16,32", help="perf_analyzer's, a list")
     parser.add_argument("--side-by-side", default="1,16", help="concurrencies, comma list")
-    parser.add_argument("--seconds", type=float, default=5.0, help="per side-by-side cell")
+    parser.add_argument("--seconds", type=positive_float, default=5.0, help="per side-by-side cell")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "protocols")
     args = parser.parse_args(argv)
     if not args.model_repository.is_dir():

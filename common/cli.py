@@ -16,15 +16,37 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
+def parsed(value: str, kind: type) -> int | float:
+    """int(value) or float(value), with argparse's own message when it is not a number."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {value!r}") from None
+
+
 def positive_int(value: str) -> int:
-    number = int(value)
+    number = parsed(value, int)
     if number < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
     return number
 
 
+def positive_float(value: str) -> float:
+    number = parsed(value, float)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return number
+
+
+def non_negative_float(value: str) -> float:
+    number = parsed(value, float)
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a non-negative number")
+    return number
+
+
 def non_negative_int(value: str) -> int:
-    number = int(value)
+    number = parsed(value, int)
     if number < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative")
     return number

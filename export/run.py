@@ -6,14 +6,14 @@ import signal
 import sys
 from pathlib import Path
 
-from common.cli import run_cli
+from common.cli import ArgumentParser, positive_int, run_cli
 from common.contract import DEFAULT_OUTPUT
 from export.config import ExportOptions
 from export.publish import export_trained_models
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m export.run",
         description="Publish every trained model in DIR/keras as a new version of "
         "DIR/model_repository/<model>/ (SavedModel + ONNX, proven equal, Triton config).",
@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-fp16", action="store_true", help="skip the float16 GPU variant")
     parser.add_argument(
         "--speed-repeats",
-        type=int,
+        type=positive_int,
         default=ExportOptions.speed_repeats,
         help=f"timed runs per optimisation level and batch size [{ExportOptions.speed_repeats}]",
     )
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("export").setLevel(logging.INFO)  # our progress; libraries stay quiet
     options = ExportOptions(
-        providers=args.provider, fp16=not args.no_fp16, speed_repeats=max(1, args.speed_repeats)
+        providers=args.provider, fp16=not args.no_fp16, speed_repeats=args.speed_repeats
     )
     for name, folder in export_trained_models(args.output, args.models, options).items():
         print(f"{name}: {folder}")

@@ -1,9 +1,8 @@
 """python -m export.summary REPOSITORY: the figures export measured, as markdown tables."""
 
-import argparse
 from pathlib import Path
 
-from common.cli import UserError, run_cli
+from common.cli import ArgumentParser, UserError, run_cli
 from common.repository import latest_version, list_models, read_metadata, version_dir
 from export.config import FP16_ONNX_FILE
 
@@ -85,7 +84,7 @@ def summarize(repository: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m export.summary", description=__doc__)
+    parser = ArgumentParser(prog="python -m export.summary", description=__doc__)
     parser.add_argument("repository", type=Path, help="a model repository folder")
     repository = parser.parse_args().repository
     try:

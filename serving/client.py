@@ -17,7 +17,14 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.cli import ArgumentParser, UserError, run_cli
+from common.cli import (
+    ArgumentParser,
+    UserError,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_cli,
+)
 from protos.digits.v1 import digits_pb2, digits_pb2_grpc
 
 ImageInput = bytes | np.ndarray
@@ -220,10 +227,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG, JPEG or BMP")
     parser.add_argument("--host", default="127.0.0.1", help="server address [127.0.0.1]")
-    parser.add_argument("--port", type=int, required=True, help="server gRPC port")
+    parser.add_argument("--port", type=positive_int, required=True, help="server gRPC port")
     parser.add_argument("--model", default="scratch_cnn", help="model name [scratch_cnn]")
-    parser.add_argument("--version", type=int, default=0, help="model version [0: newest]")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call [30]")
+    parser.add_argument(
+        "--version", type=non_negative_int, default=0, help="model version [0: newest]"
+    )
+    parser.add_argument(
+        "--timeout", type=positive_float, default=30.0, help="seconds per call [30]"
+    )
     parser.add_argument("--tls-ca", type=Path, help="PEM certificate to trust (enables TLS)")
     parser.add_argument("--tls-cert", type=Path, help="PEM client certificate (mTLS)")
     parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")

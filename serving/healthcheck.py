@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.cli import ArgumentParser, UserError, run_cli
+from common.cli import ArgumentParser, UserError, positive_float, positive_int, run_cli
 
 SERVICE_NAME = "digits.v1.DigitClassifier"
 
@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--port",
-        type=int,
+        type=positive_int,
         default=env("DIGITS_PORT", "8500"),  # a string default goes through `type` too
         help="the server's gRPC port (env DIGITS_PORT) [8500]",
     )
@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=positive_float,
         default=env("DIGITS_HEALTHCHECK_TIMEOUT", "3"),
         help="seconds to wait for the answer (env DIGITS_HEALTHCHECK_TIMEOUT) [3]",
     )

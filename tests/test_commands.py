@@ -1,0 +1,38 @@
+"""Every command: a bad value is one line on stderr and a non-zero exit, never a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.serving_support import ROOT
+
+BAD_VALUES = [
+    ("training.run", "--epochs", "-1"),
+    ("export.run", "--speed-repeats", "-3"),
+    ("export.summary", "artifacts", "--no-such-flag"),
+    ("serving", "--max-batch-size", "0"),
+    ("serving.client", "--port", "x", "digit.png"),
+    ("serving.client", "--port", "8500", "--timeout", "0", "digit.png"),
+    ("serving.healthcheck", "--port", "-5"),
+    ("serving.healthcheck", "--timeout", "nan"),
+    ("benchmarks.latency", "--duration", "0"),
+    ("benchmarks.latency", "--max-batch-size", "-1"),
+    ("benchmarks.accuracy", "--no-such-flag"),
+    ("benchmarks.flood", "--requests", "0"),
+    ("benchmarks.protocols", "--seconds", "-1"),
+    ("benchmarks.http_frameworks", "--seconds", "0"),
+]
+
+
+@pytest.mark.parametrize("command", BAD_VALUES, ids=[" ".join(c) for c in BAD_VALUES])
+def test_a_bad_value_is_one_line_and_a_non_zero_exit(command):
+    module, *args = command
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    flag = [arg for arg in args if arg.startswith("--")][-1]
+    assert lines[0].startswith("error: ") and flag in lines[0], lines[0]
