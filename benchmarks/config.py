@@ -13,7 +13,6 @@ RESULTS_DIR = Path("benchmarks/results")
 # The real client libraries' environment (`make clients`: tritonclient needs protobuf < 7).
 CLIENTS_PYTHON = Path(__file__).resolve().parents[1] / ".venv-clients" / "bin" / "python"
 NOOP_MODEL = "noop"
-HEALTH_SERVICE = "digits.v1.DigitClassifier"
 CLASSIFY_METHOD = "/digits.v1.DigitClassifier/Classify"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 

@@ -10,13 +10,10 @@ import urllib.request
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.config import HEALTH_SERVICE
 from common.cli import UserError
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
+from serving.healthcheck import SERVICE_NAME, health_status
 
 
 def free_port() -> int:
@@ -29,14 +26,7 @@ def free_port() -> int:
 def is_serving(target: str, timeout_s: float = 2.0) -> bool:
     """Whether the gRPC health service at `target` says the classifier is SERVING."""
     with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            reply = stub.Check(
-                health_pb2.HealthCheckRequest(service=HEALTH_SERVICE), timeout=timeout_s
-            )
-        except grpc.RpcError:
-            return False
-    return reply.status == SERVING
+        return health_status(channel, SERVICE_NAME, timeout_s) == "SERVING"
 
 
 def require_serving(target: str) -> None:

@@ -14,8 +14,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.cli import ArgumentParser, UserError, positive_float, positive_int, run_cli
+from protos.digits.v1 import digits_pb2
 
-SERVICE_NAME = "digits.v1.DigitClassifier"
+SERVICE_NAME = digits_pb2.DESCRIPTOR.services_by_name["DigitClassifier"].full_name
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -99,17 +100,20 @@ def open_channel(args: argparse.Namespace) -> grpc.Channel:
     return grpc.secure_channel(target, credentials, options=options)
 
 
-def check(args: argparse.Namespace) -> str:
-    """The status name the server reports for the service (UNAVAILABLE when it cannot answer)."""
-    with open_channel(args) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            reply = stub.Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
-            )
-        except grpc.RpcError as error:
-            return error.code().name
+def health_status(channel: grpc.Channel, service: str, timeout: float) -> str:
+    """The status name the server reports for `service` over grpc.health.v1 ("SERVING",
+    "NOT_SERVING", ...), or the call's gRPC code ("UNAVAILABLE", ...) when it cannot answer."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    try:
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+    except grpc.RpcError as error:
+        return error.code().name
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def check(args: argparse.Namespace) -> str:
+    with open_channel(args) as channel:
+        return health_status(channel, args.service, args.timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,10 +14,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common.cli import UserError
-from protos.digits.v1 import digits_pb2, digits_pb2_grpc
+from protos.digits.v1 import digits_pb2_grpc
 from protos.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from serving.admission import Admission
 from serving.config import ServerConfig
+from serving.healthcheck import SERVICE_NAME
 from serving.http_api import HttpApi
 from serving.inference_protocol import InferenceService
 from serving.interceptors import RequestParsingInterceptor
@@ -28,7 +29,6 @@ from serving.service import DigitClassifierService
 
 log = logging.getLogger("serving.server")
 
-SERVICE_NAME = digits_pb2.DESCRIPTOR.services_by_name["DigitClassifier"].full_name
 OIP_SERVICE_NAME = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 HEALTH_NAMES = ("", SERVICE_NAME)
 # One batch per model version runs at a time; two threads let two models overlap.
