@@ -8,8 +8,8 @@ from training.augment import augment_batches
 EVAL_BATCH_SIZE = 64  # evaluation and feature passes (no gradients, so larger than training's)
 
 
-def _as_float_batches(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
-    """(uint8 [N, H, W], int64 [N]) slices to be cast to the model's float32 [H, W, 1]."""
+def _image_slices(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
+    """One (uint8 [H, W, 1], int64) element per image, unbatched."""
     return tf.data.Dataset.from_tensor_slices((images[..., np.newaxis], labels))
 
 
@@ -17,21 +17,24 @@ def _cast(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.cast(images, tf.float32), labels
 
 
+def _float_batches(slices: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+    """Batches cast to the model's float32 [B, H, W, 1]."""
+    return slices.batch(batch_size).map(_cast, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def training_dataset(
     images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int
 ) -> tf.data.Dataset:
     """Shuffled (seeded, reshuffled each epoch), batched, augmented."""
-    dataset = _as_float_batches(images, labels).shuffle(
+    slices = _image_slices(images, labels).shuffle(
         len(images), seed=seed, reshuffle_each_iteration=True
     )
-    dataset = dataset.batch(batch_size).map(_cast, num_parallel_calls=tf.data.AUTOTUNE)
-    return augment_batches(dataset, seed).prefetch(tf.data.AUTOTUNE)
+    return augment_batches(_float_batches(slices, batch_size), seed).prefetch(tf.data.AUTOTUNE)
 
 
 def evaluation_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
     """In order, batched, never augmented."""
-    dataset = _as_float_batches(images, labels).batch(batch_size)
-    return dataset.map(_cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return _float_batches(_image_slices(images, labels), batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def feature_dataset(
@@ -48,6 +51,5 @@ def augmented_dataset(
     images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int
 ) -> tf.data.Dataset:
     """One augmented pass over the images, in order (to precompute augmented features)."""
-    dataset = _as_float_batches(images, labels).batch(batch_size)
-    dataset = dataset.map(_cast, num_parallel_calls=tf.data.AUTOTUNE)
-    return augment_batches(dataset, seed).prefetch(tf.data.AUTOTUNE)
+    batches = _float_batches(_image_slices(images, labels), batch_size)
+    return augment_batches(batches, seed).prefetch(tf.data.AUTOTUNE)

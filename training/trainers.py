@@ -4,10 +4,11 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import tf_keras as keras
 
 from common.contract import MODEL_NAMES
 from common.ownership import claim_folder, release_folder, remove_owned
@@ -32,6 +33,17 @@ from training.pipeline import (
 )
 from training.reproducibility import make_reproducible
 from training.train import PhaseSettings, fit_phase
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a trainer hands back."""
+
+    model: keras.Model
+    history: list[dict]  # one row per epoch, every phase
+    phases: list[dict]  # per phase: epochs run, seconds, validation accuracy
+    backbone: str | None = None  # the pretrained backbone a fine-tuned model started from
+    pretraining: dict | None = None  # the fallback backbone's sidecar, when it was used
 
 
 def _phase(config: TrainConfig, name: str, learning_rate: float) -> PhaseSettings:
@@ -109,16 +121,16 @@ class FeatureCache:
         return self._datasets(*outputs)
 
 
-def train_scratch_cnn(config, train, validation, workdir, callbacks) -> tuple:
+def train_scratch_cnn(config, train, validation, workdir, callbacks) -> TrainingResult:
     make_reproducible(config.seed)
     model = build_scratch_cnn()
     settings = _phase(config, "train", config.learning_rate)
     history = fit_phase(model, image_data(config, train, validation), workdir, settings, callbacks)
     accuracy = report.evaluate(model, validation.images, validation.labels)["val_accuracy"]
-    return model, history, [_phase_summary("train", history, accuracy)], None, None
+    return TrainingResult(model, history, [_phase_summary("train", history, accuracy)])
 
 
-def train_vgg16_finetuned(config, train, validation, workdir, callbacks) -> tuple:
+def train_vgg16_finetuned(config, train, validation, workdir, callbacks) -> TrainingResult:
     """Phase 1: backbone frozen, train the head. Phase 2: unfreeze block5, low learning rate.
 
     Blocks 1-4 stay frozen throughout, so their output is computed once (for the images and
@@ -144,7 +156,7 @@ def train_vgg16_finetuned(config, train, validation, workdir, callbacks) -> tupl
         best = min(history, key=lambda row: row["val_loss"])
         phases.append(_phase_summary(name, history, best["val_accuracy"]))
     phases[0]["feature_seconds"] = round(cache.seconds, 1)
-    return model, history1 + history2, phases, backbone.name, backbone.pretraining
+    return TrainingResult(model, history1 + history2, phases, backbone.name, backbone.pretraining)
 
 
 TRAINERS = {"scratch_cnn": train_scratch_cnn, "vgg16_finetuned": train_vgg16_finetuned}
@@ -172,9 +184,8 @@ def train_and_report(
     out = config.output_dir
     print(f"\n=== {name} ===")
     workdir = checkpoint_dir(out / "checkpoints" / name, config, train)
-    model, history, phases, backbone, pretraining = TRAINERS[name](
-        config, train, validation, workdir, callbacks
-    )
+    result = TRAINERS[name](config, train, validation, workdir, callbacks)
+    model, history, phases = result.model, result.history, result.phases
     model.save(out / "keras" / f"{name}.keras")
     evaluation = report.evaluate(model, validation.images, validation.labels)
     (out / "report" / f"{name}_history.json").write_text(json.dumps(history, indent=2) + "\n")
@@ -193,9 +204,9 @@ def train_and_report(
         "train_seconds": round(
             sum(phase["seconds"] + phase.get("feature_seconds", 0.0) for phase in phases), 1
         ),
-        "backbone": backbone,
+        "backbone": result.backbone,
         "phases": phases,
-        "pretraining": pretraining,
+        "pretraining": result.pretraining,
         "parameters": int(model.count_params()),
         "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
     }
