@@ -29,7 +29,7 @@ from serving import errors
 from serving.batcher import Batcher
 from serving.logs import shown
 from serving.runtime import CUDA, ModelVersion
-from serving.service import DigitClassifierService, deadline_of
+from serving.service import MAX_REQUEST_ID, DigitClassifierService, deadline_of
 
 BYTES_INPUT = "image_bytes"
 SERVER_NAME = "digit-serving"
@@ -206,6 +206,10 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     async def _answer(self, request: pb.ModelInferRequest, deadline) -> pb.ModelInferResponse:
         version = parse_version(request.model_version)
         self.registry.get(request.model_name, version)  # NOT_FOUND before the inputs are read
+        if len(request.id) > MAX_REQUEST_ID:  # echoed in the answer
+            raise errors.invalid_argument(
+                f"id has {len(request.id)} characters (at most {MAX_REQUEST_ID})"
+            )
         k = classification_count(request)
         images = request_images(request)
         model, probabilities = await self.digits.infer(
@@ -235,7 +239,7 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                 yield pb.ModelStreamInferResponse(
                     error_message=error.message,
                     infer_response=pb.ModelInferResponse(
-                        model_name=shown(request.model_name), id=request.id[:256]
+                        model_name=shown(request.model_name), id=request.id[:MAX_REQUEST_ID]
                     ),
                 )
 

@@ -159,6 +159,16 @@ def test_typed_contents_as_the_kserve_sdk_sends_them(server):
     assert reply.model_version == "1"
 
 
+def test_a_long_request_id_is_refused_not_echoed(server):
+    request = pb.ModelInferRequest(model_name="scratch_cnn", id="x" * 10_000)
+    with grpc.insecure_channel(server.target) as channel:
+        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as failure:
+            stub.ModelInfer(request, timeout=10)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.value.details() == "id has 10000 characters (at most 256)"
+
+
 def test_version_strings_are_checked(server):
     request = pb.ModelInferRequest(model_name="scratch_cnn", model_version="one")
     with grpc.insecure_channel(server.target) as channel:
