@@ -29,7 +29,7 @@ from benchmarks.loadgen import DIGITS_V1, Cell, Protocol, run_cell
 from benchmarks.machine import machine_info
 from benchmarks.report import table, write_results
 from benchmarks.samples import load_sample_pixels
-from benchmarks.server import ServerProcess
+from benchmarks.server import ServerProbe, ServerProcess
 from common.cli import ArgumentParser, UserError, positive_float, run_cli
 from common.ownership import claim_folder
 from protos.inference import grpc_service_pb2 as pb
@@ -112,8 +112,15 @@ def perf_analyzer_sweep(target: str, model: str, concurrencies: list[int], outpu
     return rows
 
 
-def side_by_side(target: str, model: str, concurrencies: list[int], seconds: float) -> list:
-    """digits.v1 and OIP at each concurrency, alternately, with the same images."""
+def side_by_side(
+    target: str,
+    model: str,
+    concurrencies: list[int],
+    seconds: float,
+    probe: ServerProbe | None = None,
+) -> list:
+    """digits.v1 and OIP at each concurrency, alternately, with the same images; with a
+    probe of the server process, its CPU per cell too."""
     pixels, _ = load_sample_pixels(Path("absent.npz"), 8)
     requests = {
         "digits.v1": [classify_request(model, [image]).SerializeToString() for image in pixels],
@@ -123,9 +130,16 @@ def side_by_side(target: str, model: str, concurrencies: list[int], seconds: flo
     for concurrency in concurrencies:
         for name, protocol in (("digits.v1", DIGITS_V1), ("oip", OIP)):
             cell = Cell(model, concurrency, 1, warmup_s=1.0, duration_s=seconds)
-            result = run_cell(target, cell, requests[name], protocol=protocol)
+            result = run_cell(target, cell, requests[name], probe=probe, protocol=protocol)
             cells.append({"protocol": name, **result})
     return cells
+
+
+def server_cpu_ms(cell: dict) -> str:
+    """The server's CPU milliseconds per request in a cell ("-" without a probe)."""
+    if cell.get("server_cpu_s") is None or not cell["ok_requests"]:
+        return "-"
+    return f"{1000 * cell['server_cpu_s'] / cell['ok_requests']:.3f}"
 
 
 def ratio_rows(cells: list[dict]) -> list[list[str]]:
@@ -141,6 +155,7 @@ def ratio_rows(cells: list[dict]) -> list[list[str]]:
                 f"{oip['images_per_s'] / v1['images_per_s']:.2f}",
                 f"{v1['latency_ms']['p50']:.2f} / {oip['latency_ms']['p50']:.2f}",
                 f"{v1['client_cpu_ms_per_request']:.3f} / {oip['client_cpu_ms_per_request']:.3f}",
+                f"{server_cpu_ms(v1)} / {server_cpu_ms(oip)}",
             ]
         )
     return rows
@@ -203,8 +218,9 @@ def markdown(results: dict) -> str:
             "OIP images/s",
             "OIP / digits.v1",
             "p50 ms (v1 / OIP)",
-            "client CPU ms per request (v1 / OIP)",
-        ],  # fmt: skip
+            "client CPU ms/request (v1 / OIP)",
+            "server CPU ms/request (v1 / OIP)",
+        ],
         ratio_rows(results["side_by_side"]),
     )
     lines += ["", f"![perf_analyzer]({results['figure']})", ""]
@@ -235,7 +251,7 @@ def main(argv=None) -> int:
     pairs = [int(c) for c in args.side_by_side.split(",")]
     with ServerProcess(args.model_repository.resolve(), True, output / "server.log") as server:
         perf = perf_analyzer_sweep(server.target, args.model, sweep, output)
-        cells = side_by_side(server.target, args.model, pairs, args.seconds)
+        cells = side_by_side(server.target, args.model, pairs, args.seconds, server.probe())
     results = {
         "model": args.model,
         "machine": machine_info(),
