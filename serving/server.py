@@ -93,10 +93,10 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
 
 
 def http_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
-    """The same certificate (and client CA, for mTLS) on the HTTP port as on gRPC."""
+    """The same certificate (and client CA, for mTLS) on the HTTP port as on gRPC (whose
+    set-up, earlier in start(), checked the files)."""
     if config.tls_cert is None or config.tls_key is None:
         return None
-    check_tls_files(config)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(config.tls_cert, config.tls_key)
     if config.tls_client_ca is not None:

@@ -20,6 +20,7 @@ from tests.serving_support import (
     free_port,
     server_config,
 )
+from tests.test_serving_process import assert_one_line_error
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the keys")
 
@@ -79,13 +80,6 @@ def serve_cli(*args) -> subprocess.CompletedProcess:
     return run_module("serving", "--port", "0", "--metrics-port", "0", "--http-port", "0", *args)
 
 
-def one_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize(
     ("cert", "key", "client_ca", "named", "problem"),
     [
@@ -108,8 +102,7 @@ def test_a_wrong_tls_file_is_named_in_one_line(
     ]
     if client_ca:
         args += ["--tls-client-ca", pki / client_ca]
-    line = one_line(serve_cli(*args))
-    assert str(pki / named) in line and problem in line
+    assert_one_line_error(serve_cli(*args), str(pki / named), problem)
 
 
 def mtls_config(pki: Path, repository: Path):
