@@ -26,7 +26,8 @@ from common.cli import UserError
 from common.contract import IMAGE_SIZE
 from common.ownership import claim_folder
 from training.bundled.materialise import load_bundled
-from training.config import BASE_WEIGHTS_CHOICES, PretrainConfig
+from training.config import BASE_WEIGHTS_CHOICES, PretrainConfig, TrainConfig
+from training.distribute import Placement
 from training.models import build_vgg16_backbone, build_vgg16_classifier
 from training.pipeline import EVAL_BATCH_SIZE, evaluation_dataset, training_dataset
 from training.reproducibility import make_reproducible
@@ -62,16 +63,14 @@ def _file_backbone(path: Path) -> keras.Model:
         raise UserError(f"{path}: cannot load VGG16 notop weights: {error}") from None
 
 
-def resolve_backbone(
-    base_weights: str, cache_dir: Path, pretrain: PretrainConfig, seed: int, verbose: int
-) -> Backbone:
+def resolve_backbone(config: TrainConfig, placement: Placement) -> Backbone:
     """The pretrained VGG16 backbone asked for by --base-weights (see module docstring)."""
+    base_weights = config.base_weights
     if base_weights not in BASE_WEIGHTS_CHOICES:
         path = Path(base_weights)
         return Backbone(_file_backbone(path), f"file:{path.name}", None)
     if base_weights == "digits":
-        path, sidecar = ensure_fallback_weights(cache_dir, pretrain, seed, verbose)
-        return Backbone(_file_backbone(path), FALLBACK_NAME, sidecar)
+        return _fallback_backbone(config, placement)
     try:
         return Backbone(_imagenet_backbone(), "imagenet", None)
     except Exception as error:
@@ -86,7 +85,13 @@ def resolve_backbone(
             "backbone pretrained on the bundled digits 3-9 (not ImageNet)",
             file=sys.stderr,
         )
-    path, sidecar = ensure_fallback_weights(cache_dir, pretrain, seed, verbose)
+    return _fallback_backbone(config, placement)
+
+
+def _fallback_backbone(config: TrainConfig, placement: Placement) -> Backbone:
+    path, sidecar = ensure_fallback_weights(
+        config.cache_dir, config.pretrain, config.seed, config.verbose, placement
+    )
     return Backbone(_file_backbone(path), FALLBACK_NAME, sidecar)
 
 
@@ -97,9 +102,10 @@ def fallback_paths(cache_dir: Path, pretrain: PretrainConfig) -> tuple[Path, Pat
 
 
 def ensure_fallback_weights(
-    cache_dir: Path, pretrain: PretrainConfig, seed: int, verbose: int
+    cache_dir: Path, pretrain: PretrainConfig, seed: int, verbose: int, placement: Placement
 ) -> tuple[Path, dict]:
-    """The cached fallback backbone weights (.h5) and their sidecar; pretrain if missing."""
+    """The cached fallback backbone weights (.h5) and their sidecar; pretrain if missing
+    (on every worker of a multi-worker run; the chief writes the cache)."""
     weights, sidecar_path = fallback_paths(cache_dir, pretrain)
     settings = {**asdict(pretrain), "seed": seed, "digits": list(PRETRAIN_DIGITS)}
     settings = json.loads(json.dumps(settings))  # as the sidecar reads back (lists)
@@ -108,10 +114,12 @@ def ensure_fallback_weights(
         if sidecar.get("settings") == settings:
             print(f"using cached fallback backbone {weights} (built in {sidecar['seconds']:.0f} s)")
             return weights, sidecar
-    claim_folder(weights.parent)  # a foreign folder of that name is refused, not written to
+    if placement.is_chief:
+        claim_folder(weights.parent)  # a foreign folder of that name is refused, not written to
+    weights = placement.own_path(weights)
     sidecar = pretrain_on_digits(weights, pretrain, seed, verbose)
     sidecar["settings"] = settings
-    sidecar_path.write_text(json.dumps(sidecar, indent=2) + "\n")
+    placement.own_path(sidecar_path).write_text(json.dumps(sidecar, indent=2) + "\n")
     return weights, sidecar
 
 

@@ -7,6 +7,7 @@ from common.contract import DEFAULT_OUTPUT, MODEL_NAMES
 
 # or a path to a local VGG16 notop .h5; "digits" = the offline fallback backbone directly
 BASE_WEIGHTS_CHOICES = ("auto", "imagenet", "digits")
+DISTRIBUTE_CHOICES = ("auto", "none", "mirrored", "multi-worker")  # training/distribute.py
 
 
 @dataclass(frozen=True)
@@ -48,3 +49,6 @@ class TrainConfig:
     augmented_copies: int = 2
     early_stopping_patience: int = 3
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    # "auto" (one device; MirroredStrategy when several GPUs are visible), "none",
+    # "mirrored" or "multi-worker" (TF_CONFIG); batch sizes above are global under each
+    distribute: str = "auto"

@@ -8,9 +8,18 @@ from training.augment import augment_batches
 EVAL_BATCH_SIZE = 64  # evaluation and feature passes (no gradients, so larger than training's)
 
 
+def _sharded_by_element(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Multi-worker training splits each batch between the workers (in-memory data has no
+    files to split them by); elsewhere this option does nothing."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
 def _image_slices(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
     """One (uint8 [H, W, 1], int64) element per image, unbatched."""
-    return tf.data.Dataset.from_tensor_slices((images[..., np.newaxis], labels))
+    slices = tf.data.Dataset.from_tensor_slices((images[..., np.newaxis], labels))
+    return _sharded_by_element(slices)
 
 
 def _cast(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -41,7 +50,7 @@ def feature_dataset(
     features: np.ndarray, labels: np.ndarray, batch_size: int, seed: int | None = None
 ) -> tf.data.Dataset:
     """Precomputed backbone features; shuffled when a seed is given (training)."""
-    dataset = tf.data.Dataset.from_tensor_slices((features, labels))
+    dataset = _sharded_by_element(tf.data.Dataset.from_tensor_slices((features, labels)))
     if seed is not None:
         dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -12,27 +12,22 @@ import tf_keras as keras  # noqa: E402
 
 from common.contract import CLASS_LABELS, IMAGE_SIZE  # noqa: E402
 from common.images import invert_polarity  # noqa: E402
-from training.pipeline import EVAL_BATCH_SIZE  # noqa: E402
+from training.pipeline import EVAL_BATCH_SIZE, evaluation_dataset  # noqa: E402
 
 METRICS_KEYS = ("val_accuracy", "val_count", "epochs_run", "train_seconds", "backbone")
 
 
-def predict_labels(
-    model: keras.Model, images: np.ndarray, batch_size: int = EVAL_BATCH_SIZE
-) -> np.ndarray:
-    """Class indices for uint8 [N, 100, 100] images (always training=False)."""
-    pixels = images[..., np.newaxis].astype(np.float32)
-    outputs = [
-        model(pixels[i : i + batch_size], training=False).numpy()
-        for i in range(0, len(pixels), batch_size)
-    ]
-    return np.concatenate(outputs).argmax(axis=1)
+def predict_labels(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Class indices for uint8 [N, 100, 100] images (predict: always training=False; under
+    a multi-worker strategy, split between the workers and gathered in order)."""
+    batches = evaluation_dataset(images, labels, EVAL_BATCH_SIZE)  # labels unused by predict
+    return model.predict(batches, verbose=0).argmax(axis=1)
 
 
 def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> dict:
     """Accuracy, confusion matrix, and accuracy on the same images with inverted polarity."""
-    predicted = predict_labels(model, images)
-    inverted = predict_labels(model, invert_polarity(images))
+    predicted = predict_labels(model, images, labels)
+    inverted = predict_labels(model, invert_polarity(images), labels)
     confusion = np.zeros((len(CLASS_LABELS), len(CLASS_LABELS)), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
     return {

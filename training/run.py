@@ -16,7 +16,13 @@ from common.cli import ArgumentParser, UserError, non_negative_int, positive_int
 from common.contract import DATASET_FOLDER, MODEL_NAMES
 from common.ownership import check_claimable, claim_folder
 from training.bundled.materialise import materialise_bundled_digits
-from training.config import BASE_WEIGHTS_CHOICES, PretrainConfig, TrainConfig
+from training.cluster import cluster_role
+from training.config import (
+    BASE_WEIGHTS_CHOICES,
+    DISTRIBUTE_CHOICES,
+    PretrainConfig,
+    TrainConfig,
+)
 from training.data import load_dataset
 
 
@@ -50,6 +56,7 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     the data has been read.
     """
     check_base_weights(config)
+    role = cluster_role(config.distribute)
     check_claimable(config.output_dir)
     data_dir = config.data_dir or materialise_bundled_digits(config.cache_dir)
     train, validation = load_dataset(
@@ -59,7 +66,8 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         config.skip_bad_files,
         config.limit_per_class,
     )
-    prepare_output_dir(config.output_dir)
+    if role.is_chief:  # the other workers of a multi-worker run write none of the run's files
+        prepare_output_dir(config.output_dir)
     print(
         f"data: {data_dir}: {len(train.labels)} training and {len(validation.labels)} "
         f"validation images ({len(train.labels) + len(validation.labels)} in all)"
@@ -67,7 +75,7 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     from training.trainers import train_all
 
     summary = train_all(config, data_dir, train, validation, list(extra_callbacks or []))
-    if config.export:
+    if config.export and role.is_chief:
         from export.publish import export_trained_models
 
         published = export_trained_models(config.output_dir, list(config.models))
@@ -143,6 +151,14 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         help="fallback backbone: SIDExEPOCHS per stage, growing image sizes",
     )
     add("--pretrain-per-class", type=count, default=pretrain.per_class, help="fallback: 0 = all")
+    add(
+        "--distribute",
+        choices=DISTRIBUTE_CHOICES,
+        default=defaults.distribute,
+        help="auto: one device, or MirroredStrategy over several GPUs; mirrored: every local "
+        "GPU (else logical CPU); multi-worker: MultiWorkerMirroredStrategy from TF_CONFIG. "
+        "Batch sizes are global",
+    )
     add("--verbose", type=int, choices=(0, 1, 2), default=defaults.verbose, help="Keras bars")
     args = parser.parse_args(argv)
     return replace(
@@ -161,6 +177,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         export=not args.no_export,
         augmented_copies=args.augmented_copies,
         verbose=args.verbose,
+        distribute=args.distribute,
         pretrain=replace(
             pretrain,
             stages=args.pretrain_stages,

@@ -15,6 +15,8 @@ from pathlib import Path
 import tensorflow as tf
 import tf_keras as keras
 
+from training.distribute import Placement
+
 MONITOR = "val_loss"
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
@@ -39,9 +41,17 @@ class EpochTimer(keras.callbacks.Callback):
             logs["seconds"] = time.perf_counter() - self._start
 
 
-def phase_callbacks(workdir: Path, settings: PhaseSettings) -> list[keras.callbacks.Callback]:
+def phase_callbacks(
+    workdir: Path, settings: PhaseSettings, placement: Placement
+) -> list[keras.callbacks.Callback]:
+    """Keras' checkpoint callbacks take the shared folder on every worker (they give
+    non-chief workers their own temporary folders); the CSV log is this process's own.
+
+    Order matters at the end of an epoch: the timer and the LR schedule fill the logs the
+    CSV row records, and the backup comes last, so a run killed in between repeats the
+    epoch (its row is then written again) instead of losing its row.
+    """
     return [
-        keras.callbacks.BackupAndRestore(str(workdir / "backup")),
         EpochTimer(),
         keras.callbacks.ReduceLROnPlateau(
             monitor=MONITOR, factor=0.5, patience=2, min_lr=settings.learning_rate / 100
@@ -55,7 +65,8 @@ def phase_callbacks(workdir: Path, settings: PhaseSettings) -> list[keras.callba
             save_best_only=True,
             save_weights_only=True,
         ),
-        keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=True),
+        keras.callbacks.CSVLogger(str(placement.own_path(workdir / "history.csv")), append=True),
+        keras.callbacks.BackupAndRestore(str(workdir / "backup")),
     ]
 
 
@@ -76,11 +87,13 @@ def fit_phase(
     data: Callable[[], tuple[tf.data.Dataset, tf.data.Dataset]],
     workdir: Path,
     settings: PhaseSettings,
+    placement: Placement,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> list[dict]:
     """Compile and fit one phase (or reload it if it completed earlier); its epoch history.
 
     `data()` builds the (training, validation) datasets, only when the phase has to run.
+    Every worker decides from the chief's files, so all of them resume alike.
     """
     workdir = Path(workdir) / settings.name
     done = workdir / "done.json"
@@ -88,7 +101,8 @@ def fit_phase(
         print(f"{model.name}: {settings.name} already completed, reloading its best weights")
         model.load_weights(str(workdir / "best.weights.h5"))
         return json.loads(done.read_text())["history"]
-    workdir.mkdir(parents=True, exist_ok=True)
+    if placement.is_chief:
+        workdir.mkdir(parents=True, exist_ok=True)
     model.compile(
         optimizer=keras.optimizers.Adam(settings.learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -99,11 +113,13 @@ def fit_phase(
         train_data,
         validation_data=validation_data,
         epochs=settings.epochs,
-        callbacks=phase_callbacks(workdir, settings) + list(extra_callbacks or []),
+        callbacks=phase_callbacks(workdir, settings, placement) + list(extra_callbacks or []),
         verbose=settings.verbose,
     )
+    history = read_history(placement.own_path(workdir / "history.csv"), settings.name)
     # EarlyStopping restored the best weights; keep them in the checkpoint the reload uses.
-    model.save_weights(str(workdir / "best.weights.h5"))
-    history = read_history(workdir / "history.csv", settings.name)
-    done.write_text(json.dumps({"history": history}, indent=2))
+    # Every worker saves: reading synchronised variables is a collective step.
+    model.save_weights(str(placement.own_path(workdir / "best.weights.h5")))
+    if placement.is_chief:
+        done.write_text(json.dumps({"history": history}, indent=2))
     return history

@@ -17,6 +17,7 @@ from training import report
 from training.backbone import resolve_backbone
 from training.config import TrainConfig
 from training.data import Split
+from training.distribute import Placement, placed
 from training.models import (
     VGG16Parts,
     build_scratch_cnn,
@@ -121,35 +122,36 @@ class FeatureCache:
         return self._datasets(*outputs)
 
 
-def train_scratch_cnn(config, train, validation, workdir, callbacks) -> TrainingResult:
+def train_scratch_cnn(config, placement, train, validation, workdir, callbacks) -> TrainingResult:
     make_reproducible(config.seed)
     model = build_scratch_cnn()
     settings = _phase(config, "train", config.learning_rate)
-    history = fit_phase(model, image_data(config, train, validation), workdir, settings, callbacks)
+    data = image_data(config, train, validation)
+    history = fit_phase(model, data, workdir, settings, placement, callbacks)
     accuracy = report.evaluate(model, validation.images, validation.labels)["val_accuracy"]
     return TrainingResult(model, history, [_phase_summary("train", history, accuracy)])
 
 
-def train_vgg16_finetuned(config, train, validation, workdir, callbacks) -> TrainingResult:
+def train_vgg16_finetuned(
+    config, placement, train, validation, workdir, callbacks
+) -> TrainingResult:
     """Phase 1: backbone frozen, train the head. Phase 2: unfreeze block5, low learning rate.
 
     Blocks 1-4 stay frozen throughout, so their output is computed once (for the images and
     `augmented_copies` augmented passes): phase 1 trains the head on block5 features, phase 2
     block5 + head on block4 features, instead of a 100x100 VGG16 pass per image per epoch.
     """
-    backbone = resolve_backbone(
-        config.base_weights, config.cache_dir, config.pretrain, config.seed, config.verbose
-    )
+    backbone = resolve_backbone(config, placement)
     print(f"vgg16_finetuned: backbone = {backbone.name}")
     make_reproducible(config.seed)
     model = build_vgg16_finetuned(backbone.model)
     parts = vgg16_parts(model)
     cache = FeatureCache(parts, config, train, validation)
     phase1 = _phase(config, "phase1", config.learning_rate)
-    history1 = fit_phase(parts.head, cache.block5_data, workdir, phase1, callbacks)
+    history1 = fit_phase(parts.head, cache.block5_data, workdir, phase1, placement, callbacks)
     unfreeze_last_block(model)  # block5 trainable, blocks 1-4 stay frozen
     phase2 = _phase(config, "phase2", config.finetune_learning_rate)
-    history2 = fit_phase(parts.top, cache.block4_data, workdir, phase2, callbacks)
+    history2 = fit_phase(parts.top, cache.block4_data, workdir, phase2, placement, callbacks)
     phases = []
     for name, history in (("phase1", history1), ("phase2", history2)):
         # EarlyStopping restored the weights of the lowest val_loss epoch: its accuracy.
@@ -159,35 +161,62 @@ def train_vgg16_finetuned(config, train, validation, workdir, callbacks) -> Trai
     return TrainingResult(model, history1 + history2, phases, backbone.name, backbone.pretraining)
 
 
+def batch_sizes(config: TrainConfig) -> dict[str, int]:
+    """The global batch size of each model to train (both VGG16 phases use one)."""
+    sizes = {"scratch_cnn": config.batch_size, "vgg16_finetuned": config.vgg16_batch_size}
+    return {name: sizes[name] for name in config.models}
+
+
 TRAINERS = {"scratch_cnn": train_scratch_cnn, "vgg16_finetuned": train_vgg16_finetuned}
 
 
-def checkpoint_dir(workdir: Path, config: TrainConfig, train: Split) -> Path:
+def checkpoint_dir(workdir: Path, config: TrainConfig, train: Split, placement: Placement) -> Path:
     """The model's checkpoint folder (marked as ours), emptied if an earlier run of ours left
-    it with other settings or data (only the same run may resume); a foreign one is refused."""
+    it with other settings or data (only the same run may resume); a foreign one is refused.
+    The chief prepares it; the other workers wait for that and only read it."""
     settings = asdict(replace(config, verbose=0, export=False))
     settings["train_files"] = [str(path) for path in train.files]
     fingerprint = hashlib.sha256(json.dumps(settings, default=str).encode()).hexdigest()
     stamp = workdir / "run.sha256"
-    if workdir.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
-        remove_owned(workdir)
-        print(f"{workdir}: left by a run with other settings, starting afresh")
-    claim_folder(workdir)
-    stamp.write_text(fingerprint)
+    if placement.is_chief:
+        if workdir.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+            remove_owned(workdir)
+            print(f"{workdir}: left by a run with other settings, starting afresh")
+        claim_folder(workdir)
+        stamp.write_text(fingerprint)
+    placement.barrier()
     return workdir
 
 
+def weights_digest(model: keras.Model) -> str:
+    """sha256 of every weight's bytes: equal on every worker of one multi-worker run."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
+
+
 def train_and_report(
-    name: str, config: TrainConfig, train: Split, validation: Split, callbacks: list
+    name: str,
+    config: TrainConfig,
+    placement: Placement,
+    train: Split,
+    validation: Split,
+    callbacks: list,
 ) -> dict:
     """Train one model, save it, write its history/curves/confusion; its summary entry."""
     out = config.output_dir
     print(f"\n=== {name} ===")
-    workdir = checkpoint_dir(out / "checkpoints" / name, config, train)
-    result = TRAINERS[name](config, train, validation, workdir, callbacks)
+    workdir = checkpoint_dir(out / "checkpoints" / name, config, train, placement)
+    result = TRAINERS[name](config, placement, train, validation, workdir, callbacks)
     model, history, phases = result.model, result.history, result.phases
-    model.save(out / "keras" / f"{name}.keras")
+    print(f"{name}: weights sha256 {weights_digest(model)}")
+    # Every worker saves (TensorFlow's rule for multi-worker runs); only the chief's is kept.
+    model.save(placement.own_path(out / "keras" / f"{name}.keras"))
     evaluation = report.evaluate(model, validation.images, validation.labels)
+    placement.barrier()  # every worker is done with the checkpoint folder
+    if not placement.is_chief:
+        return evaluation
     (out / "report" / f"{name}_history.json").write_text(json.dumps(history, indent=2) + "\n")
     report.plot_curves(history, f"{name}: training curves", out / "report" / f"{name}_curves.png")
     report.plot_confusion(
@@ -230,11 +259,18 @@ def train_all(
 ) -> dict:
     """Train the chosen models, then write the report and metrics.json; the summary."""
     out = config.output_dir
-    save_validation_split(out / VALIDATION_FILE, validation.images, validation.labels)
+    with placed(config.distribute) as placement:
+        print(placement.describe(batch_sizes(config)))
+        if placement.is_chief:
+            save_validation_split(out / VALIDATION_FILE, validation.images, validation.labels)
+        summary = {
+            name: train_and_report(name, config, placement, train, validation, callbacks)
+            for name in config.models
+        }
+    if not placement.is_chief:
+        return summary
     others = [name for name in MODEL_NAMES if name not in config.models]
-    summary = _previous_summary(out, others)
-    for name in config.models:
-        summary[name] = train_and_report(name, config, train, validation, callbacks)
+    summary = _previous_summary(out, others) | summary
     summary = {name: summary[name] for name in MODEL_NAMES if name in summary}
     settings = {key: str(value) for key, value in asdict(config).items()}
     settings["data_dir"] = str(data_dir)
