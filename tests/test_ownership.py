@@ -115,3 +115,17 @@ def test_claim_remove_release(tmp_path):
     claim_folder(tmp_path / "new" / "deep")
     release_folder(tmp_path / "new" / "deep")
     assert not (tmp_path / "new" / "deep").exists()
+
+
+def test_folder_of_empty_folders_is_taken_over_but_not_one_holding_a_file(tmp_path):
+    """An output folder holding only the mount point of another volume (Kubernetes mounts
+    the model repository at OUTPUT/model_repository) destroys nothing when written into."""
+    output = tmp_path / "artifacts"
+    (output / "model_repository").mkdir(parents=True)
+    assert claim_folder(output) == output and (output / MARKER).is_file()
+    foreign = tmp_path / "foreign"
+    (foreign / "deep" / "deeper").mkdir(parents=True)
+    (foreign / "deep" / "deeper" / "scan.png").write_bytes(b"x")
+    with pytest.raises(UserError, match="not created by digit-serving"):
+        claim_folder(foreign)
+    assert not (foreign / MARKER).exists()

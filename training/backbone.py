@@ -71,20 +71,24 @@ def resolve_backbone(config: TrainConfig, placement: Placement) -> Backbone:
         return Backbone(_file_backbone(path), f"file:{path.name}", None)
     if base_weights == "digits":
         return _fallback_backbone(config, placement)
+    imagenet, reason = None, "another worker could not get them"
     try:
-        return Backbone(_imagenet_backbone(), "imagenet", None)
+        imagenet = _imagenet_backbone()
     except Exception as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if base_weights == "imagenet":
-            raise UserError(
-                f"cannot get the ImageNet VGG16 weights ({reason}); pass --base-weights PATH "
-                "to a local vgg16 notop .h5, or --base-weights auto for the offline fallback"
-            ) from None
-        print(
-            f"notice: ImageNet VGG16 weights unavailable ({reason}); falling back to a VGG16 "
-            "backbone pretrained on the bundled digits 3-9 (not ImageNet)",
-            file=sys.stderr,
+    # Every worker must start from the same backbone: ImageNet only if all of them got it.
+    if placement.all_true(imagenet is not None):
+        return Backbone(imagenet, "imagenet", None)
+    if base_weights == "imagenet":
+        raise UserError(
+            f"cannot get the ImageNet VGG16 weights ({reason}); pass --base-weights PATH "
+            "to a local vgg16 notop .h5, or --base-weights auto for the offline fallback"
         )
+    print(
+        f"notice: ImageNet VGG16 weights unavailable ({reason}); falling back to a VGG16 "
+        "backbone pretrained on the bundled digits 3-9 (not ImageNet)",
+        file=sys.stderr,
+    )
     return _fallback_backbone(config, placement)
 
 

@@ -59,15 +59,20 @@ class Placement:
         return mirrored
 
     def barrier(self) -> None:
-        """Wait until every worker gets here (a collective sum of one number per replica)."""
-        if self.workers > 1:
-            _collective_sum(self.strategy)
+        """Wait until every worker gets here."""
+        self.all_true(True)
+
+    def all_true(self, flag: bool) -> bool:
+        """Whether `flag` holds on every worker (a collective step: all must ask)."""
+        if self.workers == 1:
+            return flag
+        return bool(_collective_min(self.strategy, tf.constant(float(flag))) > 0)
 
 
 @tf.function
-def _collective_sum(strategy: tf.distribute.Strategy) -> tf.Tensor:
-    ones = strategy.run(lambda: tf.constant(1.0))
-    return strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
+def _collective_min(strategy: tf.distribute.Strategy, value: tf.Tensor) -> tf.Tensor:
+    per_replica = strategy.run(lambda: tf.identity(value))
+    return strategy.reduce(tf.distribute.ReduceOp.MIN, per_replica, axis=None)
 
 
 def _mirrored_devices() -> list[str]:
