@@ -170,3 +170,20 @@ def perf_analyzer_sweep(rows: list[dict], path: Path) -> Path:
     for axis in (left, right):
         axis.grid(alpha=0.3)
     return save(figure, path)
+
+
+def training_wall_times(rounds: list[list[dict]], path: Path) -> Path:
+    """Wall seconds of each training setup, round by round (bars side by side)."""
+    figure, axis = plt.subplots(figsize=(7, 4))
+    setups = [run["setup"] for run in rounds[0]]
+    width = 0.8 / len(setups)
+    for offset, setup in enumerate(setups):
+        walls = [next(r["wall_s"] for r in runs if r["setup"] == setup) for runs in rounds]
+        positions = np.arange(len(rounds)) + offset * width
+        axis.bar(positions, walls, width, label=setup)
+    axis.set_xticks(np.arange(len(rounds)) + width * (len(setups) - 1) / 2)
+    axis.set_xticklabels([f"round {index + 1}" for index in range(len(rounds))])
+    axis.set_ylabel("wall seconds (training, same global batch)")
+    axis.legend()
+    axis.grid(alpha=0.3, axis="y")
+    return save(figure, path)

@@ -10,6 +10,7 @@ from tests.test_serving_process import assert_one_line_error
 
 BAD_VALUES = [
     ("training.run", "--epochs", "-1"),
+    ("training.run", "--distribute", "ring"),
     ("export.run", "--speed-repeats", "-3"),
     ("export.summary", "artifacts", "--no-such-flag"),
     ("serving", "--max-batch-size", "0"),
@@ -23,6 +24,8 @@ BAD_VALUES = [
     ("benchmarks.flood", "--requests", "0"),
     ("benchmarks.protocols", "--seconds", "-1"),
     ("benchmarks.http_frameworks", "--seconds", "0"),
+    ("benchmarks.distributed_training", "--rounds", "0"),
+    ("benchmarks.distributed_training", "--models", "resnet"),
 ]
 
 

@@ -15,9 +15,8 @@ import pytest
 import tf_keras as keras
 
 import training.models  # noqa: F401  (registers PolarityNormalization for load_model)
-from tests.serving_support import free_port
 from tests.test_data import write_digit_folder
-from training.cluster import cluster_role
+from training.cluster import cluster_role, loopback_tf_configs
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300
@@ -70,27 +69,25 @@ def test_mirrored_on_two_devices_trains_the_one_device_model(tmp_path):
         assert pairs and max(float(np.max(np.abs(a))) for a, _ in pairs) > 0.01
 
 
-def worker_env(ports: list[int], index: int, tmp: Path) -> dict[str, str]:
-    tmp.mkdir(parents=True, exist_ok=True)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-    return os.environ | {"TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(tmp)}
-
-
 def start_workers(tmp_path: Path, args: list[str], count: int = 2) -> list[subprocess.Popen]:
-    ports = [free_port() for _ in range(count)]
+    """`count` worker processes of the real command on 127.0.0.1, each with its own TMPDIR."""
     command = [sys.executable, "-m", "training.run", "--distribute", "multi-worker", *args]
-    return [
-        subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=worker_env(ports, index, tmp_path / f"tmp{index}"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+    workers = []
+    for index, tf_config in enumerate(loopback_tf_configs(count)):
+        tmp = tmp_path / f"tmp{index}"
+        tmp.mkdir(exist_ok=True)
+        env = os.environ | {"TF_CONFIG": tf_config, "TMPDIR": str(tmp)}
+        workers.append(
+            subprocess.Popen(
+                command,
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         )
-        for index in range(count)
-    ]
+    return workers
 
 
 def finish(workers: list[subprocess.Popen]) -> list[str]:

@@ -1,6 +1,7 @@
 """Nothing the package did not create is deleted, moved or overwritten (issue 11, items 1-2)."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from common.cli import UserError
 from common.ownership import MARKER, claim_folder, release_folder, remove_owned
 from tests.test_training import REPO, assert_one_line_error, tiny_config
-from training.bundled.materialise import materialise_bundled_digits
+from training.bundled.materialise import PARTIAL_PREFIX, materialise_bundled_digits
 from training.run import run
 
 
@@ -50,7 +51,10 @@ def test_users_dataset_in_the_default_data_folder_is_never_replaced(tmp_path):
 
 
 def test_foreign_partial_folder_is_refused(tmp_path):
-    partial = tmp_path / "Hand_written_digits.partial"
+    """A folder named like an abandoned write of ours (this host, a process that is gone)."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    partial = tmp_path / f"{PARTIAL_PREFIX}{socket.gethostname()}-{gone}"
     partial.mkdir()
     (partial / "keep.txt").write_text("mine")
     with pytest.raises(UserError, match="not created by digit-serving"):
@@ -129,3 +133,25 @@ def test_folder_of_empty_folders_is_taken_over_but_not_one_holding_a_file(tmp_pa
     with pytest.raises(UserError, match="not created by digit-serving"):
         claim_folder(foreign)
     assert not (foreign / MARKER).exists()
+
+
+def test_workers_sharing_a_cache_folder_write_the_bundled_digits_once(tmp_path):
+    """Two processes (the workers of a multi-worker run on one machine) materialise at once:
+    both get the complete folder, and no partial folder is left."""
+    code = (
+        "import sys; from pathlib import Path; "
+        "from training.bundled.materialise import materialise_bundled_digits as m; "
+        "print(m(Path(sys.argv[1])))"
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    results = [worker.communicate(timeout=120) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], results
+    target = tmp_path / "Hand_written_digits"
+    assert {out.strip() for out, _ in results} == {str(target)}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["Hand_written_digits"]
+    assert (target / ".complete").is_file()
+    assert sum(1 for _ in target.rglob("*.png")) > 2000

@@ -3,6 +3,7 @@ that a bad TF_CONFIG answers in one line before any slow work."""
 
 import json
 import os
+import socket
 from dataclasses import dataclass
 
 from common.cli import UserError
@@ -40,3 +41,18 @@ def cluster_role(distribute: str) -> ClusterRole:
         raise UserError(f"TF_CONFIG: task index {index} outside its {members} {task_type}(s)")
     is_chief = task_type == "chief" or (index == 0 and "chief" not in cluster)
     return ClusterRole(is_chief, index, workers)
+
+
+def loopback_tf_configs(count: int) -> list[str]:
+    """TF_CONFIG values for `count` workers on 127.0.0.1 (tests and benchmarks), each on a
+    port the system just handed out; worker 0 is the chief."""
+    ports = []
+    for _ in range(count):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    return [
+        json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        for index in range(count)
+    ]

@@ -66,13 +66,14 @@ class Placement:
         """Whether `flag` holds on every worker (a collective step: all must ask)."""
         if self.workers == 1:
             return flag
-        return bool(_collective_min(self.strategy, tf.constant(float(flag))) > 0)
+        return bool(_collective_sum(self.strategy, tf.constant(0.0 if flag else 1.0)) == 0)
 
 
 @tf.function
-def _collective_min(strategy: tf.distribute.Strategy, value: tf.Tensor) -> tf.Tensor:
+def _collective_sum(strategy: tf.distribute.Strategy, value: tf.Tensor) -> tf.Tensor:
+    """`value` summed over every replica of every worker."""
     per_replica = strategy.run(lambda: tf.identity(value))
-    return strategy.reduce(tf.distribute.ReduceOp.MIN, per_replica, axis=None)
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
 
 def _mirrored_devices() -> list[str]:

@@ -3,6 +3,8 @@
 Training then reads that folder through exactly the code path a user's --data-dir takes.
 """
 
+import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from common.ownership import claim_folder, remove_owned
 
 ARCHIVE = Path(__file__).with_name("mnist_digits.npz")
 COMPLETE_MARKER = ".complete"
+PARTIAL_PREFIX = f"{DATASET_FOLDER}.partial-"  # + host-pid: one per writing process
 
 
 def load_bundled(digits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -39,8 +42,8 @@ def materialise_bundled_digits(cache_dir: Path) -> Path:
             f"{target}: exists and was not written by digit-serving; it is left untouched: "
             f"train on it with --data-dir {target}, or pass another --cache-dir"
         )
-    partial = target.with_name(DATASET_FOLDER + ".partial")
-    remove_owned(partial)  # an interrupted earlier write of ours; refused if foreign
+    remove_abandoned_partials(target)
+    partial = target.with_name(f"{PARTIAL_PREFIX}{socket.gethostname()}-{os.getpid()}")
     claim_folder(partial)
     images, labels = load_bundled(tuple(range(len(CLASS_FOLDERS))))
     for digit, folder in enumerate(CLASS_FOLDERS):
@@ -49,5 +52,30 @@ def materialise_bundled_digits(cache_dir: Path) -> Path:
             pixels = to_model_pixels(Image.fromarray(sample, mode="L"))
             Image.fromarray(pixels, mode="L").save(partial / folder / f"{digit}_{index:04d}.png")
     (partial / COMPLETE_MARKER).write_text("written by training.bundled.materialise\n")
-    partial.rename(target)
+    try:
+        partial.rename(target)  # atomic; fails if another process (a worker) got there first
+    except OSError:
+        if not (target / COMPLETE_MARKER).is_file():
+            raise
+        remove_owned(partial)
     return target
+
+
+def remove_abandoned_partials(target: Path) -> None:
+    """Folders of ours left by interrupted writes on this host (their process is gone);
+    another process's write in progress is left alone."""
+    prefix = f"{PARTIAL_PREFIX}{socket.gethostname()}-"
+    for partial in target.parent.glob(prefix + "*"):
+        pid = partial.name.removeprefix(prefix)
+        if pid.isdigit() and not process_alive(int(pid)):
+            remove_owned(partial)  # refused (one line) if it is not ours
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
