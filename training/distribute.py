@@ -3,8 +3,8 @@ MultiWorkerMirroredStrategy over the workers that the standard TF_CONFIG variabl
 
 Batch sizes are global under every strategy: each step takes `batch_size` images in all,
 split over the replicas, and the gradients are averaged over all of them. With the global
-batch unchanged, the learning rates stay the same as on one device (see README,
-"Training on several devices and machines").
+batch unchanged, the learning rates stay the same as on one device (docs/training.md,
+"Several devices and several machines").
 
 Every worker runs the same code on the same data with the same seeds and joins every
 collective step; only the chief writes the run's files. A non-chief worker writes only
