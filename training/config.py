@@ -1,13 +1,45 @@
-"""Every setting of a training run, in one place (the CLI fills it, tests build it)."""
+"""Every setting of a training run, declared once: `python -m training.run --help` is built
+from these fields (common/settings.py), and tests build the dataclass directly."""
 
-from dataclasses import dataclass, field
+import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
-from common.contract import DEFAULT_OUTPUT, MODEL_NAMES
+from common.cli import non_negative_int, positive_int
+from common.contract import DATASET_FOLDER, DEFAULT_OUTPUT, MODEL_NAMES
+from common.settings import comma_list, setting
 
 # or a path to a local VGG16 notop .h5; "digits" = the offline fallback backbone directly
 BASE_WEIGHTS_CHOICES = ("auto", "imagenet", "digits")
 DISTRIBUTE_CHOICES = ("auto", "none", "mirrored", "multi-worker")  # training/distribute.py
+
+
+def model_names(value: str) -> tuple[str, ...]:
+    names = comma_list(value)
+    unknown = [name for name in names if name not in MODEL_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown model {', '.join(unknown) or '(none)'}; choose from {', '.join(MODEL_NAMES)}"
+        )
+    return names
+
+
+def pretrain_stages(value: str) -> tuple[tuple[int, int], ...]:
+    """Parse "32x4,64x1" into ((32, 4), (64, 1)): image side (>= 32, VGG16's least) x epochs."""
+    try:
+        stages = tuple(tuple(int(n) for n in part.split("x")) for part in value.split(","))
+    except ValueError:
+        stages = ()
+    if not stages or any(len(s) != 2 or s[0] < 32 or s[1] < 1 for s in stages):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected SIDExEPOCHS stages such as 32x4,64x1 (side >= 32, epochs >= 1)"
+        )
+    return stages
+
+
+def stages_label(stages: tuple[tuple[int, int], ...]) -> str:
+    """Each stage's image side and epochs, written as in "32x4,64x1"."""
+    return ",".join(f"{side}x{epochs}" for side, epochs in stages)
 
 
 @dataclass(frozen=True)
@@ -16,39 +48,75 @@ class PretrainConfig:
     and then on larger ones (progressive resizing): the small stage is cheap, the larger
     one teaches the filters the stroke widths they will see at 100x100."""
 
-    stages: tuple[tuple[int, int], ...] = ((32, 4), (64, 1))  # (image side px, epochs)
-    per_class: int = 600  # samples per digit 3..9 (7 classes); 0 = all
+    stages: tuple[tuple[int, int], ...] = setting(
+        ((32, 4), (64, 1)),
+        "fallback backbone: SIDExEPOCHS per stage, growing image sizes",
+        parse=pretrain_stages,
+        show=stages_label,
+        metavar="SxE,SxE",
+    )
+    per_class: int = setting(
+        600, "fallback: digits per class 3-9 (0 = all)", parse=non_negative_int
+    )
     batch_size: int = 64
     learning_rate: float = 2e-4
 
     def stages_label(self) -> str:
-        """Each stage's image side and epochs, written as in "32x4,64x1"."""
-        return ",".join(f"{side}x{epochs}" for side, epochs in self.stages)
+        return stages_label(self.stages)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data_dir: Path | None = None  # None: the bundled digits, materialised under cache_dir
-    output_dir: Path = Path(DEFAULT_OUTPUT)
-    cache_dir: Path = Path("data")  # materialised digits and fallback backbones (git-ignored)
-    models: tuple[str, ...] = MODEL_NAMES
-    epochs: int = 10  # at most, per model and per fine-tuning phase (early stopping)
-    batch_size: int = 16  # scratch_cnn (3 seeds: 4 errors in all at 16, 5 at 32)
-    vgg16_batch_size: int = 32  # both fine-tuning phases
-    seed: int = 1337
+    data_dir: Path | None = setting(
+        None, f"a {DATASET_FOLDER} folder (unset: the bundled digits)", parse=Path, metavar="DIR"
+    )
+    output_dir: Path = setting(
+        Path(DEFAULT_OUTPUT), "output folder", parse=Path, flag="--output", metavar="DIR"
+    )
+    cache_dir: Path = setting(
+        Path("data"),
+        "materialised bundled digits and fallback backbones",
+        parse=Path,
+        metavar="DIR",
+    )
+    models: tuple[str, ...] = setting(MODEL_NAMES, "models to train", parse=model_names)
+    epochs: int = setting(
+        10, "at most N epochs per model and per fine-tuning phase (early stopping)",
+        parse=positive_int,
+    )  # fmt: skip
+    # scratch_cnn (3 seeds: 4 errors in all at 16, 5 at 32); global under --distribute
+    batch_size: int = setting(16, "scratch_cnn's global batch", parse=positive_int)
+    vgg16_batch_size: int = setting(
+        32, "vgg16_finetuned's global batch (both phases)", parse=positive_int
+    )
+    seed: int = setting(1337, "split, initialisation, shuffling, augmentation", parse=int)
     validation_fraction: float = 0.2
-    base_weights: str = "auto"  # "auto" | "imagenet" | "digits" | path to a VGG16 notop .h5
-    skip_bad_files: bool = False  # corrupt/non-image files: fatal unless set
-    limit_per_class: int = 0  # 0 = every image; >0 = a small deterministic subset (tests)
-    export: bool = True
-    verbose: int = 1  # Keras progress bars (2 = one line per epoch)
+    base_weights: str = setting(
+        "auto",
+        "VGG16 backbone: auto (ImageNet, else the digits 3-9 fallback), imagenet, digits (the "
+        "fallback directly) or PATH to a local vgg16 notop .h5",
+        metavar="W",
+    )
+    skip_bad_files: bool = setting(False, "skip unreadable images with a warning, else fatal")
+    limit_per_class: int = setting(
+        0, "at most N images per class, deterministic (0: all)", parse=non_negative_int
+    )
+    export: bool = setting(True, "publish to OUTPUT/model_repository after training")
+    verbose: int = setting(1, "Keras progress bars (2: one line per epoch)", parse=int,
+                           choices=(0, 1, 2))  # fmt: skip
     learning_rate: float = 1e-3  # scratch CNN, and the VGG16 head in phase 1
     finetune_learning_rate: float = 5e-5  # VGG16 phase 2 (block5 unfrozen; 1e-4 oscillated)
     # VGG16: augmented passes whose block4 features are precomputed (docs/training.md: one
     # copy is too few views per image for block5 to fine-tune on)
-    augmented_copies: int = 2
+    augmented_copies: int = setting(
+        2, "VGG16: augmented passes whose frozen-block features are cached",
+        parse=non_negative_int,
+    )  # fmt: skip
     early_stopping_patience: int = 3
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    # "auto" (one device; MirroredStrategy when several GPUs are visible), "none",
-    # "mirrored" or "multi-worker" (TF_CONFIG); batch sizes above are global under each
-    distribute: str = "auto"
+    pretrain: PretrainConfig = PretrainConfig()
+    distribute: str = setting(
+        "auto",
+        "auto: one device, or MirroredStrategy over several GPUs; mirrored: every local GPU "
+        "(else logical CPU); multi-worker: MultiWorkerMirroredStrategy from TF_CONFIG",
+        choices=DISTRIBUTE_CHOICES,
+    )
