@@ -22,6 +22,7 @@ from typing import Any
 from common.cli import ArgumentParser, UserError
 
 _KEY = "setting"
+_GROUP = "settings group"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,7 @@ class _Declaration:
     flag: str | None
     metavar: str | None
     show: Callable[[Any], str] | None
+    positional: bool
 
 
 def setting(
@@ -43,15 +45,23 @@ def setting(
     flag: str | None = None,
     metavar: str | None = None,
     show: Callable[[Any], str] | None = None,
+    positional: bool = False,
     default_factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A dataclass field that is also a command-line setting (see the module docstring);
-    `show` writes the default for --help as it is written on the command line."""
+    `show` writes the default for --help as it is written on the command line; a
+    `positional` setting is an argument without a flag, required."""
     choices = tuple(choices) if choices else None
-    declaration = _Declaration(help, parse, choices, flag, metavar, show)
+    declaration = _Declaration(help, parse, choices, flag, metavar, show, positional)
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata={_KEY: declaration})
     return dataclasses.field(default=default, metadata={_KEY: declaration})
+
+
+def settings_group(default: Any, prefix: str | None = None) -> Any:
+    """A field holding another settings dataclass; its flags take `prefix` (default: the
+    field's name and a dash; "" for none)."""
+    return dataclasses.field(default=default, metadata={_GROUP: prefix})
 
 
 def comma_list(text: str) -> tuple[str, ...]:
@@ -90,8 +100,12 @@ def _metavar(name: str, declaration: _Declaration, default: Any) -> str | None:
     return "PATH" if declaration.parse is Path or isinstance(default, Path) else "TEXT"
 
 
-def _nested(field: dataclasses.Field, value: Any) -> bool:
-    return _KEY not in field.metadata and dataclasses.is_dataclass(value)
+def _group_prefix(field: dataclasses.Field, value: Any, name: str) -> str | None:
+    """The flag prefix of a nested settings dataclass; None for any other field."""
+    if _KEY in field.metadata or not dataclasses.is_dataclass(value):
+        return None
+    prefix = field.metadata.get(_GROUP)
+    return name + "_" if prefix is None else prefix
 
 
 def add_settings(
@@ -106,8 +120,9 @@ def add_settings(
     for field in dataclasses.fields(defaults):
         value = getattr(defaults, field.name)
         name = name_prefix + field.name
-        if _nested(field, value):
-            add_settings(parser, value, env_prefix, environ, name + "_")
+        group = _group_prefix(field, value, name)
+        if group is not None:
+            add_settings(parser, value, env_prefix, environ, group)
             continue
         declaration = field.metadata.get(_KEY)
         if declaration is None:
@@ -134,6 +149,11 @@ def _add_flag(parser, name, declaration: _Declaration, default, env, environ) ->
         if declaration.choices and default not in declaration.choices:
             choices = ", ".join(declaration.choices)
             raise UserError(f"{env}={environ[env]!r} ({flag}): choose from {choices}")
+    if declaration.positional:
+        parser.add_argument(
+            name, type=declaration.parse, metavar=declaration.metavar, help=declaration.help
+        )
+        return
     if switch:
         action = "store_false" if flag.startswith("--no-") else "store_true"
         parser.add_argument(flag, dest=name, action=action, default=default, help=text)
@@ -154,8 +174,9 @@ def settings_from(args: argparse.Namespace, defaults: Any, name_prefix: str = ""
     changes = {}
     for field in dataclasses.fields(defaults):
         value, name = getattr(defaults, field.name), name_prefix + field.name
-        if _nested(field, value):
-            changes[field.name] = settings_from(args, value, name + "_")
+        group = _group_prefix(field, value, name)
+        if group is not None:
+            changes[field.name] = settings_from(args, value, group)
         elif _KEY in field.metadata:
             changes[field.name] = getattr(args, name)
     return dataclasses.replace(defaults, **changes)

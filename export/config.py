@@ -2,6 +2,9 @@
 
 from dataclasses import dataclass
 
+from common.cli import positive_int
+from common.settings import setting
+
 ONNX_OPSET = 17
 SAVED_MODEL_SIGNATURE = "serving_default"
 FP16_ONNX_FILE = "model_fp16.onnx"
@@ -23,10 +26,17 @@ class ExportOptions:
     odd_batch_size: int = 7  # every validation image is checked in batches of this size
     batch_one_images: int = 32  # batch size 1 on the first images only (one call per image)
     full_batch_images: int = 128  # one call with this many images (all, if fewer)
-    providers: str = "auto"  # ONNX Runtime: auto | cpu | cuda
+    providers: str = setting(
+        "auto",
+        "ONNX Runtime execution provider for the checks",
+        choices=("auto", "cpu", "cuda"),
+        flag="--provider",
+    )
     speed_batch_sizes: tuple[int, ...] = (1, 32)
-    speed_repeats: int = 10
-    fp16: bool = True
+    speed_repeats: int = setting(
+        10, "timed runs per optimisation level and batch size", parse=positive_int
+    )
+    fp16: bool = setting(True, "build and check the float16 GPU variant")
     keep_optimized_graph: bool = False  # see docs/export.md: the optimised graph is hardware-bound
 
 

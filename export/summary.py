@@ -1,9 +1,11 @@
 """python -m export.summary REPOSITORY: the figures export measured, as markdown tables."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import ArgumentParser, UserError, run_cli
+from common.cli import UserError, run_cli
 from common.repository import latest_version, list_models, read_metadata, version_dir
+from common.settings import parse_settings, setting
 from export.config import FP16_ONNX_FILE
 
 
@@ -83,10 +85,14 @@ def summarize(repository: Path) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = ArgumentParser(prog="python -m export.summary", description=__doc__)
-    parser.add_argument("repository", type=Path, help="a model repository folder")
-    repository = parser.parse_args().repository
+@dataclass(frozen=True)
+class SummaryCommand:
+    repository: Path = setting(None, "a model repository folder", parse=Path, positional=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    command = parse_settings(SummaryCommand(), "python -m export.summary", __doc__, argv)
+    repository = command.repository
     try:
         print(summarize(repository))
     except (KeyError, ValueError) as error:
