@@ -34,6 +34,7 @@ class _Declaration:
     metavar: str | None
     show: Callable[[Any], str] | None
     positional: bool
+    env: str | None
 
 
 def setting(
@@ -46,13 +47,15 @@ def setting(
     metavar: str | None = None,
     show: Callable[[Any], str] | None = None,
     positional: bool = False,
+    env: str | None = None,
     default_factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A dataclass field that is also a command-line setting (see the module docstring);
     `show` writes the default for --help as it is written on the command line; a
-    `positional` setting is an argument without a flag, required."""
+    `positional` setting is an argument without a flag, required; `env` names the
+    environment twin where it is not the command's prefix + the field's name."""
     choices = tuple(choices) if choices else None
-    declaration = _Declaration(help, parse, choices, flag, metavar, show, positional)
+    declaration = _Declaration(help, parse, choices, flag, metavar, show, positional, env)
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata={_KEY: declaration})
     return dataclasses.field(default=default, metadata={_KEY: declaration})
@@ -127,7 +130,9 @@ def add_settings(
         declaration = field.metadata.get(_KEY)
         if declaration is None:
             continue
-        env = f"{env_prefix}{name.upper()}" if env_prefix is not None else None
+        env = None
+        if env_prefix is not None:
+            env = declaration.env or f"{env_prefix}{name.upper()}"
         _add_flag(parser, name, declaration, value, env, environ or {})
 
 

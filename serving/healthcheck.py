@@ -5,76 +5,61 @@ DIGITS_* environment variables as the server: inside a container it needs no fla
 Kubernetes does not need it: its probes speak the gRPC health protocol natively.
 """
 
-import argparse
 import os
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.cli import ArgumentParser, UserError, positive_float, positive_int, run_cli
+from common.cli import UserError, positive_float, positive_int, run_cli
+from common.settings import parse_settings, setting
 from protos.digits.v1 import digits_pb2
 
 SERVICE_NAME = digits_pb2.DESCRIPTOR.services_by_name["DigitClassifier"].full_name
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    env = os.environ.get
-    parser = ArgumentParser(
-        prog="python -m serving.healthcheck",
-        description="Exit 0 when the server answers SERVING on the gRPC health service, else 1.",
+@dataclass(frozen=True)
+class HealthcheckSettings:
+    """Every setting has an environment twin: the server's own (DIGITS_PORT, DIGITS_TLS_CERT)
+    or DIGITS_HEALTHCHECK_*."""
+
+    host: str = setting("127.0.0.1", "server address to ask", metavar="HOST")
+    port: int = setting(8500, "the server's gRPC port", parse=positive_int, env="DIGITS_PORT")
+    service: str = setting(SERVICE_NAME, 'health service name; "" is the whole server')
+    timeout: float = setting(3.0, "seconds to wait for the answer", parse=positive_float)
+    tls_cert: Path | None = setting(
+        None,
+        "PEM certificate to trust when the server uses TLS; the server's own certificate works "
+        "for a self-signed one (unset: plaintext)",
+        parse=Path,
+        env="DIGITS_TLS_CERT",
     )
-    parser.add_argument(
-        "--host",
-        default=env("DIGITS_HEALTHCHECK_HOST", "127.0.0.1"),
-        help="server address to ask (env DIGITS_HEALTHCHECK_HOST) [127.0.0.1]",
+    tls_server_name: str | None = setting(
+        None, "host name the certificate was issued for, when it is not --host", metavar="NAME"
     )
-    parser.add_argument(
-        "--port",
-        type=positive_int,
-        default=env("DIGITS_PORT", "8500"),  # a string default goes through `type` too
-        help="the server's gRPC port (env DIGITS_PORT) [8500]",
+    tls_client_cert: Path | None = setting(
+        None, "PEM client certificate, when the server requires one (mTLS)", parse=Path
     )
-    parser.add_argument(
-        "--service",
-        default=env("DIGITS_HEALTHCHECK_SERVICE", SERVICE_NAME),
-        help=f'health service name; "" is the whole server (env DIGITS_HEALTHCHECK_SERVICE) '
-        f"[{SERVICE_NAME}]",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=positive_float,
-        default=env("DIGITS_HEALTHCHECK_TIMEOUT", "3"),
-        help="seconds to wait for the answer (env DIGITS_HEALTHCHECK_TIMEOUT) [3]",
-    )
-    parser.add_argument(
-        "--tls-cert",
-        default=env("DIGITS_TLS_CERT") or None,
-        help="PEM certificate to trust when the server uses TLS; the server's own certificate "
-        "works for a self-signed one (env DIGITS_TLS_CERT) [unset = plaintext]",
-    )
-    parser.add_argument(
-        "--tls-server-name",
-        default=env("DIGITS_HEALTHCHECK_TLS_SERVER_NAME") or None,
-        help="host name the certificate was issued for, when it is not --host "
-        "(env DIGITS_HEALTHCHECK_TLS_SERVER_NAME)",
-    )
-    parser.add_argument(
-        "--tls-client-cert",
-        default=env("DIGITS_HEALTHCHECK_TLS_CLIENT_CERT") or None,
-        help="PEM client certificate, when the server requires one (--tls-client-ca, mTLS) "
-        "(env DIGITS_HEALTHCHECK_TLS_CLIENT_CERT)",
-    )
-    parser.add_argument(
-        "--tls-client-key",
-        default=env("DIGITS_HEALTHCHECK_TLS_CLIENT_KEY") or None,
-        help="PEM private key of --tls-client-cert (env DIGITS_HEALTHCHECK_TLS_CLIENT_KEY)",
-    )
-    return parser.parse_args(argv)
+    tls_client_key: Path | None = setting(None, "PEM private key of --tls-client-cert", parse=Path)
 
 
-def client_certificate(args: argparse.Namespace) -> tuple[bytes | None, bytes | None]:
+def parse_args(
+    argv: list[str] | None = None, environ: Mapping[str, str] | None = None
+) -> HealthcheckSettings:
+    return parse_settings(
+        HealthcheckSettings(),
+        "python -m serving.healthcheck",
+        "Exit 0 when the server answers SERVING on the gRPC health service, else 1.",
+        argv,
+        env_prefix="DIGITS_HEALTHCHECK_",
+        environ=os.environ if environ is None else environ,
+    )
+
+
+def client_certificate(args: HealthcheckSettings) -> tuple[bytes | None, bytes | None]:
     """(key, chain) for mTLS, or (None, None)."""
     if bool(args.tls_client_cert) != bool(args.tls_client_key):
         raise UserError("--tls-client-cert and --tls-client-key go together")
@@ -85,7 +70,7 @@ def client_certificate(args: argparse.Namespace) -> tuple[bytes | None, bytes | 
     return (paths[0].read_bytes(), paths[1].read_bytes()) if paths else (None, None)
 
 
-def open_channel(args: argparse.Namespace) -> grpc.Channel:
+def open_channel(args: HealthcheckSettings) -> grpc.Channel:
     target = f"{args.host}:{args.port}"
     if not args.tls_cert:
         return grpc.insecure_channel(target)
@@ -111,7 +96,7 @@ def health_status(channel: grpc.Channel, service: str, timeout: float) -> str:
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
-def check(args: argparse.Namespace) -> str:
+def check(args: HealthcheckSettings) -> str:
     with open_channel(args) as channel:
         return health_status(channel, args.service, args.timeout)
 
