@@ -35,6 +35,8 @@ class _Declaration:
     show: Callable[[Any], str] | None
     positional: bool
     env: str | None
+    required: bool
+    many: bool
 
 
 def setting(
@@ -48,14 +50,19 @@ def setting(
     show: Callable[[Any], str] | None = None,
     positional: bool = False,
     env: str | None = None,
+    required: bool = False,
+    many: bool = False,
     default_factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A dataclass field that is also a command-line setting (see the module docstring);
     `show` writes the default for --help as it is written on the command line; a
     `positional` setting is an argument without a flag, required; `env` names the
-    environment twin where it is not the command's prefix + the field's name."""
+    environment twin where it is not the command's prefix + the field's name; a `required`
+    flag has no default; a `many` positional takes one or more values (a tuple)."""
     choices = tuple(choices) if choices else None
-    declaration = _Declaration(help, parse, choices, flag, metavar, show, positional, env)
+    declaration = _Declaration(
+        help, parse, choices, flag, metavar, show, positional, env, required, many
+    )
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata={_KEY: declaration})
     return dataclasses.field(default=default, metadata={_KEY: declaration})
@@ -144,7 +151,9 @@ def _add_flag(parser, name, declaration: _Declaration, default, env, environ) ->
     if switch:
         shown = "on" if default else "off"
     twin = f"{env}; " if env else ""
-    text = f"{declaration.help} [{twin}default {shown}]"
+    text = (
+        f"{declaration.help} [{twin}{'required' if declaration.required else 'default ' + shown}]"
+    )
     if env and environ.get(env):
         parse = boolean if switch else declaration.parse or str
         try:
@@ -156,7 +165,11 @@ def _add_flag(parser, name, declaration: _Declaration, default, env, environ) ->
             raise UserError(f"{env}={environ[env]!r} ({flag}): choose from {choices}")
     if declaration.positional:
         parser.add_argument(
-            name, type=declaration.parse, metavar=declaration.metavar, help=declaration.help
+            name,
+            type=declaration.parse,
+            nargs="+" if declaration.many else None,
+            metavar=declaration.metavar,
+            help=declaration.help,
         )
         return
     if switch:
@@ -169,6 +182,7 @@ def _add_flag(parser, name, declaration: _Declaration, default, env, environ) ->
         type=declaration.parse,
         choices=declaration.choices,
         default=default,
+        required=declaration.required,
         metavar=_metavar(name, declaration, default),
         help=text,
     )
@@ -183,7 +197,8 @@ def settings_from(args: argparse.Namespace, defaults: Any, name_prefix: str = ""
         if group is not None:
             changes[field.name] = settings_from(args, value, group)
         elif _KEY in field.metadata:
-            changes[field.name] = getattr(args, name)
+            value = getattr(args, name)
+            changes[field.name] = tuple(value) if isinstance(value, list) else value
     return dataclasses.replace(defaults, **changes)
 
 

@@ -8,9 +8,9 @@ An image is encoded bytes (PNG, JPEG, BMP) or a numpy array of raw pixels: uint8
 float32 (0..255), shape [H, W], [H, W, 1] or [H, W, 3].
 """
 
-import argparse
 import sys
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -18,13 +18,13 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.cli import (
-    ArgumentParser,
     UserError,
     non_negative_int,
     positive_float,
     positive_int,
     run_cli,
 )
+from common.settings import parse_settings, setting
 from protos.digits.v1 import digits_pb2, digits_pb2_grpc
 
 ImageInput = bytes | np.ndarray
@@ -219,26 +219,29 @@ class AsyncDigitClient:
 # ---- command line ---------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(
-        prog="python -m serving.client",
-        description="Classify image files through a running server: one line per image "
+@dataclass(frozen=True)
+class ClientCommand:
+    images: tuple[Path, ...] = setting(
+        (), "PNG, JPEG or BMP", parse=Path, positional=True, many=True, metavar="IMAGE"
+    )
+    host: str = setting("127.0.0.1", "server address", metavar="HOST")
+    port: int = setting(None, "server gRPC port", parse=positive_int, required=True)
+    model: str = setting("scratch_cnn", "model name", metavar="NAME")
+    version: int = setting(0, "model version (0: newest)", parse=non_negative_int)
+    timeout: float = setting(30.0, "seconds per call", parse=positive_float)
+    tls_ca: Path | None = setting(None, "PEM certificate to trust (enables TLS)", parse=Path)
+    tls_cert: Path | None = setting(None, "PEM client certificate (mTLS)", parse=Path)
+    tls_key: Path | None = setting(None, "PEM private key of --tls-cert", parse=Path)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> ClientCommand:
+    return parse_settings(
+        ClientCommand(),
+        "python -m serving.client",
+        "Classify image files through a running server: one line per image "
         "(file, class, probability of that class).",
+        argv,
     )
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG, JPEG or BMP")
-    parser.add_argument("--host", default="127.0.0.1", help="server address [127.0.0.1]")
-    parser.add_argument("--port", type=positive_int, required=True, help="server gRPC port")
-    parser.add_argument("--model", default="scratch_cnn", help="model name [scratch_cnn]")
-    parser.add_argument(
-        "--version", type=non_negative_int, default=0, help="model version [0: newest]"
-    )
-    parser.add_argument(
-        "--timeout", type=positive_float, default=30.0, help="seconds per call [30]"
-    )
-    parser.add_argument("--tls-ca", type=Path, help="PEM certificate to trust (enables TLS)")
-    parser.add_argument("--tls-cert", type=Path, help="PEM client certificate (mTLS)")
-    parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
-    return parser.parse_args(argv)
 
 
 def read_file(path: Path) -> bytes | str:
@@ -249,7 +252,7 @@ def read_file(path: Path) -> bytes | str:
         return error.strerror or str(error)
 
 
-def classify_files(args: argparse.Namespace, files: dict[Path, bytes]) -> dict[Path, object]:
+def classify_files(args: ClientCommand, files: dict[Path, bytes]) -> dict[Path, object]:
     """One request per file over one stream: {path: ClassifyResponse}."""
     root = args.tls_ca.read_bytes() if args.tls_ca else None
     mine = (args.tls_key.read_bytes(), args.tls_cert.read_bytes()) if args.tls_cert else None
