@@ -6,9 +6,9 @@ split and on any labelled folder, at normal and inverted polarity.
     python -m benchmarks.accuracy --target 127.0.0.1:8500      # also end-to-end through a server
 """
 
-import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,61 +28,53 @@ from benchmarks.runtimes import (
     savedmodel_predict,
 )
 from benchmarks.server import require_serving
-from common.cli import ArgumentParser, UserError, run_cli
+from common.cli import UserError, run_cli
 from common.contract import CLASS_LABELS
 from common.images import invert_polarity
 from common.ownership import claim_folder
 from common.repository import read_metadata
+from common.settings import comma_list, parse_settings, setting
 
 SCHEMA = "digits-benchmarks/accuracy/1"
 POLARITIES = ("normal", "inverted")
 SERVER_CHUNK = 64  # images per request when going through the server
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(
-        prog="python -m benchmarks.accuracy",
-        description="Accuracy, per-class precision/recall/F1 and confusion matrices of every "
-        "model as SavedModel and ONNX (and through a server with --target), with the agreement "
-        "between formats, at normal and inverted polarity.",
+@dataclass(frozen=True)
+class AccuracyCommand:
+    model_repository: Path = setting(DEFAULT_REPOSITORY, "model repository", parse=Path)
+    models: tuple[str, ...] = setting(
+        (), "models to measure (unset: every model in the repository)", parse=comma_list
     )
-    parser.add_argument(
-        "--model-repository",
-        type=Path,
-        default=DEFAULT_REPOSITORY,
-        help="model repository [%(default)s]",
+    validation_file: Path = setting(
+        DEFAULT_VALIDATION_FILE, "training's validation split", parse=Path
     )
-    parser.add_argument(
-        "--models",
-        type=lambda s: [m for m in s.split(",") if m],
-        help="comma list of models [every model in the repository]",
+    data_dir: Path | None = setting(
+        None, "also a folder in the Hand_written_digits layout (0_digits, ...)", parse=Path
     )
-    parser.add_argument(
-        "--validation-file",
-        type=Path,
-        default=DEFAULT_VALIDATION_FILE,
-        help="training's validation split [%(default)s]",
+    skip_bad_files: bool = setting(False, "skip unreadable files in --data-dir, else stop")
+    target: str | None = setting(
+        None, "HOST:PORT of a running server: also measure end to end", metavar="HOST:PORT"
     )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="also a folder in the Hand_written_digits layout (0_digits, ...)",
+    savedmodel: bool = setting(True, "measure the TF SavedModel too")
+    output: Path | None = setting(
+        None, f"results folder (unset: {RESULTS_DIR}/<run-name>)", parse=Path
     )
-    parser.add_argument(
-        "--skip-bad-files",
-        action="store_true",
-        help="skip unreadable files in --data-dir instead of stopping",
-    )
-    parser.add_argument("--target", help="HOST:PORT of a running server: also measure end to end")
-    parser.add_argument("--no-savedmodel", action="store_true", help="skip the TF SavedModel")
-    parser.add_argument("--output", type=Path, help=f"results folder [{RESULTS_DIR}/<run-name>]")
-    parser.add_argument(
-        "--run-name", default=time.strftime("%Y%m%d-%H%M%S"), help="name of this run [a timestamp]"
-    )
-    return parser.parse_args(argv)
+    run_name: str | None = setting(None, "name of this run (unset: a timestamp)", metavar="NAME")
 
 
-def load_datasets(args: argparse.Namespace) -> list[Dataset]:
+def parse_args(argv: list[str] | None = None) -> AccuracyCommand:
+    return parse_settings(
+        AccuracyCommand(),
+        "python -m benchmarks.accuracy",
+        "Accuracy, per-class precision/recall/F1 and confusion matrices of every model as "
+        "SavedModel and ONNX (and through a server with --target), with the agreement between "
+        "formats, at normal and inverted polarity.",
+        argv,
+    )
+
+
+def load_datasets(args: AccuracyCommand) -> list[Dataset]:
     datasets = []
     if args.validation_file.exists():
         datasets.append(load_validation(args.validation_file))
@@ -113,7 +105,7 @@ def server_inputs(dataset: Dataset, polarity: str, pixels: np.ndarray) -> list:
 
 
 def evaluate(
-    args: argparse.Namespace, models: dict[str, Path], datasets: list[Dataset], client
+    args: AccuracyCommand, models: dict[str, Path], datasets: list[Dataset], client
 ) -> tuple[list[dict], list[dict], dict]:
     """Every (dataset, polarity, model, format): metrics; pairs of formats: agreement."""
     evaluations, agreements, probabilities = [], [], {}
@@ -121,7 +113,7 @@ def evaluate(
     with tqdm(total=steps, unit="eval", file=sys.stderr, dynamic_ncols=True) as progress:
         for model, path in models.items():
             formats = {"onnx": onnx_predict(path)[0]}
-            if not args.no_savedmodel:
+            if args.savedmodel:
                 formats["savedmodel"] = savedmodel_predict(path)
             for dataset in datasets:
                 for polarity in POLARITIES:
@@ -205,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
 
         require_serving(args.target)
         client = DigitClient(args.target)
-    output = args.output or RESULTS_DIR / args.run_name
+    run_name = args.run_name or time.strftime("%Y%m%d-%H%M%S")
+    output = args.output or RESULTS_DIR / run_name
     claim_folder(output)  # ours, new or empty; a foreign folder is refused
     try:
         evaluations, agreements, _ = evaluate(args, models, datasets, client)
@@ -214,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             client.close()
     results = {
         "schema": SCHEMA,
-        "run_name": args.run_name,
+        "run_name": run_name,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m benchmarks.accuracy "
         + " ".join(sys.argv[1:] if argv is None else argv),

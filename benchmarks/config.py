@@ -3,8 +3,10 @@
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from common.cli import non_negative_float, positive_float, positive_int
 from common.contract import DEFAULT_OUTPUT
 from common.repository import REPOSITORY_FOLDER
+from common.settings import positive_ints, setting
 from common.validation_split import VALIDATION_FILE
 
 DEFAULT_REPOSITORY = Path(DEFAULT_OUTPUT) / REPOSITORY_FOLDER
@@ -21,19 +23,30 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 class LatencyConfig:
     """What `python -m benchmarks.latency` measures, and for how long."""
 
-    concurrencies: tuple[int, ...] = (1, 4, 16, 64)
-    images_per_request: tuple[int, ...] = (1, 8)
-    batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
-    warmup_s: float = 1.0
-    duration_s: float = 5.0
-    reference_seconds: float = 1.0  # per batch size, per format
+    concurrencies: tuple[int, ...] = setting(
+        (1, 4, 16, 64), "concurrency levels", parse=positive_ints, flag="--concurrency"
+    )
+    images_per_request: tuple[int, ...] = setting((1, 8), "images per request", parse=positive_ints)
+    batch_sizes: tuple[int, ...] = setting(
+        (1, 2, 4, 8, 16, 32, 64), "reference batch sizes", parse=positive_ints
+    )
+    warmup_s: float = setting(
+        1.0, "seconds of warm-up per cell", parse=non_negative_float, flag="--warmup"
+    )
+    duration_s: float = setting(
+        5.0, "measured seconds per cell", parse=positive_float, flag="--duration"
+    )
+    reference_seconds: float = setting(
+        1.0, "seconds per reference batch size, per format", parse=positive_float
+    )
     reference_min_runs: int = 3
     paired_reference_s: float = 1.0  # raw ORT at the cell's batch size, just before each cell
     max_expected_latency_s: float = 10.0  # cells expected to be slower than this are skipped
     request_timeout_s: float = 60.0
     server_start_timeout_s: float = 180.0
-    max_batch_size: int = 64
-    payload: str = "png"  # what the load generator sends: "png" (encoded) or "raw" (uint8)
+    max_batch_size: int = setting(64, "the started servers' --max-batch-size", parse=positive_int)
+    payload: str = setting("png", "what requests carry: encoded PNG or raw uint8 pixels",
+                           choices=("png", "raw"))  # fmt: skip
     distinct_requests: int = 8  # the load generator cycles through this many prepared requests
 
 

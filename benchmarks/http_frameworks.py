@@ -12,6 +12,7 @@ and .md.
 import asyncio
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -22,8 +23,9 @@ from benchmarks.report import table, write_results
 from benchmarks.samples import load_sample_pixels, png_bytes
 from benchmarks.server import free_port, process_cpu_seconds
 from benchmarks.stats import latency_summary
-from common.cli import ArgumentParser, UserError, positive_float, run_cli
+from common.cli import UserError, positive_float, run_cli
 from common.ownership import claim_folder
+from common.settings import parse_settings, positive_ints, setting
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("aiohttp", "starlette")
@@ -109,22 +111,25 @@ def markdown(results: dict) -> str:
     )
 
 
+@dataclass(frozen=True)
+class FrameworksCommand:
+    seconds: float = setting(5.0, "seconds per cell", parse=positive_float)
+    concurrency: tuple[int, ...] = setting((1, 16), "concurrencies", parse=positive_ints)
+    output: Path = setting(RESULTS_DIR / "http_frameworks", "results folder", parse=Path)
+
+
 def main(argv=None) -> int:
-    parser = ArgumentParser(
-        prog="python -m benchmarks.http_frameworks", description=__doc__.split("\n")[0]
+    args = parse_settings(
+        FrameworksCommand(), "python -m benchmarks.http_frameworks", __doc__.split("\n")[0], argv
     )
-    parser.add_argument("--seconds", type=positive_float, default=5.0)
-    parser.add_argument("--concurrency", default="1,16")
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "http_frameworks")
-    args = parser.parse_args(argv)
     if not CLIENTS_PYTHON.is_file():
         raise UserError(f"{CLIENTS_PYTHON} not found: run `make clients` first")
     output = claim_folder(args.output)
     pixels, _ = load_sample_pixels(Path("absent.npz"), 1)
     body = png_bytes(pixels[0])
     cells = [
-        measure(framework, int(concurrency), args.seconds, body)
-        for concurrency in args.concurrency.split(",")
+        measure(framework, concurrency, args.seconds, body)
+        for concurrency in args.concurrency
         for framework in FRAMEWORKS
     ]
     results = {

@@ -6,12 +6,11 @@ and the TF SavedModel measured in-process in the same run.
     python -m benchmarks.latency --target host:port # a server that is already running
 """
 
-import argparse
 import shlex
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,110 +39,59 @@ from benchmarks.runtimes import (
 )
 from benchmarks.samples import load_sample_pixels, serialized_requests
 from benchmarks.server import ServerProbe, ServerProcess, require_serving, started_record
-from common.cli import (
-    ArgumentParser,
-    UserError,
-    non_negative_float,
-    positive_float,
-    positive_int,
-    run_cli,
-)
+from common.cli import UserError, run_cli
 from common.ownership import claim_folder
+from common.settings import comma_list, parse_settings, setting, settings_group
 
 SCHEMA = "digits-benchmarks/latency/1"
 
 
-def int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from error
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+@dataclass(frozen=True)
+class LatencyCommand:
+    model_repository: Path = setting(
+        DEFAULT_REPOSITORY, "model repository to serve and to time in-process", parse=Path
+    )
+    models: tuple[str, ...] = setting(
+        (), "models (unset: every model in the repository)", parse=comma_list
+    )
+    output: Path | None = setting(
+        None, f"results folder (unset: {RESULTS_DIR}/<run-name>)", parse=Path
+    )
+    run_name: str | None = setting(None, "name of this run (unset: a timestamp)", metavar="NAME")
+    target: str | None = setting(
+        None,
+        "HOST:PORT of a running server to benchmark instead of starting one (then only its "
+        "own batching setting is measured)",
+        metavar="HOST:PORT",
+    )
+    settings: tuple[str, ...] = setting(
+        (analysis.BATCHING, analysis.NO_BATCHING), "server settings to run", parse=comma_list
+    )
+    savedmodel: bool = setting(True, "time the TF SavedModel reference too")
+    noop: bool = setting(True, "run the no-op client-cost cells")
+    validation_file: Path = setting(
+        DEFAULT_VALIDATION_FILE, "images to send (else bundled digits)", parse=Path
+    )
+    note: tuple[str, ...] = setting((), "a note to write into the results", many=True)
+    server_args: str = setting(
+        "", 'extra flags for the servers this command starts, e.g. "--batch-delay-us 0"'
+    )
+    quick: bool = setting(False, "a short run: fewer, shorter cells (other flags still win)")
+    config: LatencyConfig = settings_group(LatencyConfig(), prefix="")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(
-        prog="python -m benchmarks.latency",
-        description="Latency/throughput of the gRPC server (dynamic batching on and off) against "
-        "raw ONNX Runtime and the TF SavedModel run in-process on the same machine.",
+def parse_args(argv: list[str] | None = None) -> LatencyCommand:
+    """--quick changes the defaults the other flags override, so it is looked at first."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    base = LatencyConfig()
+    defaults = LatencyCommand(config=quick(base) if "--quick" in argv else base)
+    return parse_settings(
+        defaults,
+        "python -m benchmarks.latency",
+        "Latency/throughput of the gRPC server (dynamic batching on and off) against raw ONNX "
+        "Runtime and the TF SavedModel run in-process on the same machine.",
+        argv,
     )
-    parser.add_argument(
-        "--model-repository",
-        type=Path,
-        default=DEFAULT_REPOSITORY,
-        help="model repository to serve and to time in-process [%(default)s]",
-    )
-    parser.add_argument(
-        "--models",
-        type=lambda s: [m for m in s.split(",") if m],
-        help="comma list of models [every model in the repository]",
-    )
-    parser.add_argument("--output", type=Path, help=f"results folder [{RESULTS_DIR}/<run-name>]")
-    parser.add_argument(
-        "--run-name", default=time.strftime("%Y%m%d-%H%M%S"), help="name of this run [a timestamp]"
-    )
-    parser.add_argument(
-        "--target",
-        help="HOST:PORT of a running server to benchmark instead of "
-        "starting one (then only its own batching setting is measured)",
-    )
-    parser.add_argument("--concurrency", type=int_list, help="concurrency levels [1,4,16,64]")
-    parser.add_argument("--images-per-request", type=int_list, help="images per request [1,8]")
-    parser.add_argument("--batch-sizes", type=int_list, help="reference batch sizes [1,2,...,64]")
-    parser.add_argument("--warmup", type=non_negative_float, help="seconds of warm-up per cell [1]")
-    parser.add_argument("--duration", type=positive_float, help="measured seconds per cell [5]")
-    parser.add_argument(
-        "--reference-seconds", type=positive_float, help="seconds per reference batch size [1]"
-    )
-    parser.add_argument(
-        "--max-batch-size", type=positive_int, help="the started servers' --max-batch-size [64]"
-    )
-    parser.add_argument("--payload", choices=("png", "raw"), help="what requests carry [png]")
-    parser.add_argument(
-        "--settings",
-        type=lambda s: [x for x in s.split(",") if x],
-        default=[analysis.BATCHING, analysis.NO_BATCHING],
-        help="server settings to run: batching,no_batching [both]",
-    )
-    parser.add_argument(
-        "--no-savedmodel", action="store_true", help="skip the TF SavedModel reference"
-    )
-    parser.add_argument("--no-noop", action="store_true", help="skip the no-op client-cost cells")
-    parser.add_argument(
-        "--validation-file",
-        type=Path,
-        default=DEFAULT_VALIDATION_FILE,
-        help="images to send (else bundled digits) [%(default)s]",
-    )
-    parser.add_argument(
-        "--note", action="append", default=[], help="a note to write into the results (repeatable)"
-    )
-    parser.add_argument(
-        "--server-args",
-        default="",
-        help='extra flags for the servers this command starts, e.g. "--batch-delay-us 0"',
-    )
-    parser.add_argument("--quick", action="store_true", help="a short run: fewer, shorter cells")
-    return parser.parse_args(argv)
-
-
-def build_config(args: argparse.Namespace) -> LatencyConfig:
-    config = quick(LatencyConfig()) if args.quick else LatencyConfig()
-    overrides = {
-        "concurrencies": args.concurrency,
-        "images_per_request": args.images_per_request,
-        "batch_sizes": args.batch_sizes,
-        "warmup_s": args.warmup,
-        "duration_s": args.duration,
-        "reference_seconds": args.reference_seconds,
-        "payload": args.payload,
-        "max_batch_size": args.max_batch_size,
-    }
-    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
 @dataclass
@@ -260,7 +208,7 @@ def drive(
 
 
 def notes(
-    args: argparse.Namespace, config: LatencyConfig, machine: dict, sample_source: str
+    args: LatencyCommand, config: LatencyConfig, machine: dict, sample_source: str
 ) -> list[str]:
     cores = machine["usable_cores"]
     lines = [
@@ -284,28 +232,29 @@ def notes(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = build_config(args)
+    config = args.config
     models = resolve_models(args.model_repository, args.models)
     unknown = set(args.settings) - {analysis.BATCHING, analysis.NO_BATCHING}
     if unknown:
         raise UserError(f"unknown --settings {', '.join(sorted(unknown))} (batching, no_batching)")
     if args.target:
         require_serving(args.target)
-    output = args.output or RESULTS_DIR / args.run_name
+    run_name = args.run_name or time.strftime("%Y%m%d-%H%M%S")
+    output = args.output or RESULTS_DIR / run_name
     claim_folder(output)  # ours, new or empty; a foreign folder is refused
 
     machine = machine_info()
     pixels, sample_source = load_sample_pixels(args.validation_file, max(config.batch_sizes))
     settings = [analysis.TARGET] if args.target else args.settings
-    served = ([] if args.no_noop else [NOOP_MODEL]) + list(models)
+    served = ([NOOP_MODEL] if args.noop else []) + list(models)
     per_setting = len(served) * len(config.concurrencies) * len(config.images_per_request)
-    runtimes = len(ORT_VARIANTS) + (0 if args.no_savedmodel else 1)
+    runtimes = len(ORT_VARIANTS) + (1 if args.savedmodel else 0)
     total = len(models) * len(config.batch_sizes) * runtimes + per_setting * len(settings)
 
     cells, servers = [], {}
     with tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True) as progress:
         run = Run(config, pixels, progress)
-        measure_references(run, models, not args.no_savedmodel)
+        measure_references(run, models, args.savedmodel)
         if args.target:
             cells += drive(run, args.target, analysis.TARGET, served, None)
         else:
@@ -340,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     results = {
         "schema": SCHEMA,
-        "run_name": args.run_name,
+        "run_name": run_name,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m benchmarks.latency "
         + " ".join(sys.argv[1:] if argv is None else argv),

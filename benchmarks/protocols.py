@@ -15,10 +15,10 @@
 Results: protocols.json, protocols.md, perf_analyzer.csv and protocols.png.
 """
 
-import argparse
 import csv
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +30,9 @@ from benchmarks.machine import machine_info
 from benchmarks.report import table, write_results
 from benchmarks.samples import load_sample_pixels
 from benchmarks.server import ServerProbe, ServerProcess
-from common.cli import ArgumentParser, UserError, positive_float, run_cli
+from common.cli import UserError, positive_float, run_cli
 from common.ownership import claim_folder
+from common.settings import parse_settings, positive_ints, setting
 from protos.inference import grpc_service_pb2 as pb
 from serving.client import classify_request
 
@@ -227,28 +228,34 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = ArgumentParser(
-        prog="python -m benchmarks.protocols", description=__doc__.split("\n")[0]
+@dataclass(frozen=True)
+class ProtocolsCommand:
+    model_repository: Path = setting(DEFAULT_REPOSITORY, "model repository to serve", parse=Path)
+    model: str = setting("scratch_cnn", "model to drive", metavar="NAME")
+    concurrency: tuple[int, ...] = setting(
+        (1, 2, 4, 8, 16, 32), "perf_analyzer's concurrency sweep", parse=positive_ints
     )
-    parser.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY)
-    parser.add_argument("--model", default="scratch_cnn")
-    parser.add_argument("--concurrency", default="1,2,4,8,16,32", help="perf_analyzer's, a list")
-    parser.add_argument("--side-by-side", default="1,16", help="concurrencies, comma list")
-    parser.add_argument("--seconds", type=positive_float, default=5.0, help="per side-by-side cell")
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "protocols")
-    args = parser.parse_args(argv)
-    if not args.model_repository.is_dir():
-        raise UserError(f"{args.model_repository}: model repository not found")
-    return args
+    side_by_side: tuple[int, ...] = setting(
+        (1, 16), "concurrencies of the digits.v1 / OIP side-by-side cells", parse=positive_ints
+    )
+    seconds: float = setting(5.0, "seconds per side-by-side cell", parse=positive_float)
+    output: Path = setting(RESULTS_DIR / "protocols", "results folder", parse=Path)
+
+
+def parse_args(argv=None) -> ProtocolsCommand:
+    command = parse_settings(
+        ProtocolsCommand(), "python -m benchmarks.protocols", __doc__.split("\n")[0], argv
+    )
+    if not command.model_repository.is_dir():
+        raise UserError(f"{command.model_repository}: model repository not found")
+    return command
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     perf_analyzer_binary()  # before anything runs: a missing tool is one line
     output = claim_folder(args.output)
-    sweep = [int(c) for c in args.concurrency.split(",")]
-    pairs = [int(c) for c in args.side_by_side.split(",")]
+    sweep, pairs = list(args.concurrency), list(args.side_by_side)
     with ServerProcess(args.model_repository.resolve(), True, output / "server.log") as server:
         perf = perf_analyzer_sweep(server.target, args.model, sweep, output)
         cells = side_by_side(server.target, args.model, pairs, args.seconds, server.probe())

@@ -58,7 +58,8 @@ def setting(
     `show` writes the default for --help as it is written on the command line; a
     `positional` setting is an argument without a flag, required; `env` names the
     environment twin where it is not the command's prefix + the field's name; a `required`
-    flag has no default; a `many` positional takes one or more values (a tuple)."""
+    flag has no default; a `many` positional takes one or more values, a `many` flag may be
+    repeated (either way the field holds a tuple)."""
     choices = tuple(choices) if choices else None
     declaration = _Declaration(
         help, parse, choices, flag, metavar, show, positional, env, required, many
@@ -79,6 +80,19 @@ def comma_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+def positive_ints(text: str) -> tuple[int, ...]:
+    """ "1,4,16" -> (1, 4, 16); every value a positive integer."""
+    try:
+        values = tuple(int(part) for part in comma_list(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
 def boolean(text: str) -> bool:
     """An environment variable's switch value."""
     lowered = text.strip().lower()
@@ -90,7 +104,7 @@ def boolean(text: str) -> bool:
 
 
 def _shown(value: Any) -> str:
-    if value is None or value == ():
+    if value is None or value in ((), ""):
         return "unset"
     if isinstance(value, tuple):
         return ",".join(str(item) for item in value)
@@ -172,6 +186,9 @@ def _add_flag(parser, name, declaration: _Declaration, default, env, environ) ->
             help=declaration.help,
         )
         return
+    if declaration.many:
+        parser.add_argument(flag, dest=name, action="append", type=declaration.parse, help=text)
+        return
     if switch:
         action = "store_false" if flag.startswith("--no-") else "store_true"
         parser.add_argument(flag, dest=name, action=action, default=default, help=text)
@@ -198,7 +215,11 @@ def settings_from(args: argparse.Namespace, defaults: Any, name_prefix: str = ""
             changes[field.name] = settings_from(args, value, group)
         elif _KEY in field.metadata:
             value = getattr(args, name)
-            changes[field.name] = tuple(value) if isinstance(value, list) else value
+            if isinstance(value, list):
+                value = tuple(value)
+            changes[field.name] = (
+                value if value is not None or not field.metadata[_KEY].many else ()
+            )
     return dataclasses.replace(defaults, **changes)
 
 
