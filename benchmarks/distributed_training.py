@@ -24,22 +24,25 @@ from benchmarks import plots
 from benchmarks.config import RESULTS_DIR
 from benchmarks.machine import machine_info
 from benchmarks.report import table, write_results
-from common.cli import ArgumentParser, UserError, non_negative_int, positive_int, run_cli
-from common.contract import MODEL_NAMES
+from common.cli import UserError, non_negative_int, positive_int, run_cli
 from common.ownership import claim_folder
+from common.settings import parse_settings, setting
 from training.bundled.materialise import materialise_bundled_digits
 from training.cluster import loopback_tf_configs
-from training.config import TrainConfig
+from training.config import TrainConfig, model_names
 
 SETUPS = ("one process", "two workers")
 
 
 @dataclass(frozen=True)
 class DistributedConfig:
-    models: tuple[str, ...] = ("scratch_cnn",)
-    epochs: int = 3  # no early stop before: the patience is 3
-    rounds: int = 2
-    limit_per_class: int = 0  # 0: every bundled digit
+    models: tuple[str, ...] = setting(("scratch_cnn",), "models to train", parse=model_names)
+    # 3: no early stop before, the patience is 3
+    epochs: int = setting(3, "epochs per run", parse=positive_int)
+    rounds: int = setting(2, "rounds, each setup once per round, order alternating",
+                          parse=positive_int)  # fmt: skip
+    limit_per_class: int = setting(0, "bundled digits per class (0: all)", parse=non_negative_int)
+    output: Path = setting(RESULTS_DIR / "distributed_training", "results folder", parse=Path)
     timeout_s: float = 3600.0
 
 
@@ -133,30 +136,22 @@ def distributed_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv=None) -> tuple[Path, DistributedConfig]:
-    defaults = DistributedConfig()
-    parser = ArgumentParser(
-        prog="python -m benchmarks.distributed_training", description=__doc__.split("\n")[0]
+def parse_args(argv=None) -> DistributedConfig:
+    return parse_settings(
+        DistributedConfig(),
+        "python -m benchmarks.distributed_training",
+        __doc__.split("\n")[0],
+        argv,
     )
-    parser.add_argument("--epochs", type=positive_int, default=defaults.epochs)
-    parser.add_argument("--rounds", type=positive_int, default=defaults.rounds)
-    parser.add_argument("--limit-per-class", type=non_negative_int, default=0)
-    parser.add_argument("--models", default=",".join(defaults.models), help="comma-separated")
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "distributed_training")
-    args = parser.parse_args(argv)
-    models = tuple(name for name in args.models.split(",") if name)
-    if not models or set(models) - set(MODEL_NAMES):
-        raise UserError(f"--models: choose from {', '.join(MODEL_NAMES)}")
-    return args.output, DistributedConfig(models, args.epochs, args.rounds, args.limit_per_class)
 
 
 def main(argv=None) -> int:
-    output, config = parse_args(argv)
-    claim_folder(output)
+    config = parse_args(argv)
+    output = claim_folder(config.output)
     data = materialise_bundled_digits(TrainConfig().cache_dir)  # once, before any worker
     defaults = TrainConfig()
     results = {
-        "config": asdict(config),
+        "config": asdict(config) | {"output": str(config.output)},
         "machine": machine_info(),
         "batch_sizes": {"scratch_cnn": defaults.batch_size, "vgg16": defaults.vgg16_batch_size},
         "rounds": [],

@@ -11,7 +11,6 @@ flood also runs against `python -m serving` started from that checkout, in the s
 Results: flood.json, flood.md and flood_rss.png in the results folder.
 """
 
-import argparse
 import subprocess
 import threading
 import time
@@ -27,8 +26,9 @@ from benchmarks.config import DEFAULT_REPOSITORY, MAX_MESSAGE_BYTES, RESULTS_DIR
 from benchmarks.machine import machine_info
 from benchmarks.report import table, write_results
 from benchmarks.server import ServerProcess
-from common.cli import ArgumentParser, UserError, positive_int, run_cli
+from common.cli import UserError, positive_int, run_cli
 from common.ownership import claim_folder
+from common.settings import parse_settings, setting, settings_group
 from serving.client import DigitClient, classify_request
 
 SAMPLE_INTERVAL_S = 0.01
@@ -37,11 +37,24 @@ SETTLE_S = 2.0
 
 @dataclass(frozen=True)
 class FloodConfig:
-    requests: int = 40
-    side: int = 1773  # one float32 image of 12.6 MB per request
-    rounds: int = 3
+    requests: int = setting(40, "concurrent Classify calls per round", parse=positive_int)
+    side: int = setting(
+        1773, "side of the raw float32 image each request carries (1773: 12.6 MB)",
+        parse=positive_int,
+    )  # fmt: skip
+    rounds: int = setting(3, "flood rounds", parse=positive_int)
     model: str = "scratch_cnn"
     timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class FloodCommand:
+    model_repository: Path = setting(DEFAULT_REPOSITORY, "model repository to serve", parse=Path)
+    baseline_root: Path | None = setting(
+        None, "an older checkout whose server is flooded too, in the same run", parse=Path
+    )
+    output: Path = setting(RESULTS_DIR / "flood", "results folder", parse=Path)
+    flood: FloodConfig = settings_group(FloodConfig(), prefix="")
 
 
 def revision(root: Path) -> str:
@@ -169,26 +182,20 @@ def flood_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv=None) -> tuple[argparse.Namespace, FloodConfig]:
-    defaults = FloodConfig()
-    parser = ArgumentParser(prog="python -m benchmarks.flood", description=__doc__.split("\n")[0])
-    parser.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY)
-    parser.add_argument("--baseline-root", type=Path, help="an older checkout to flood too")
-    parser.add_argument("--requests", type=positive_int, default=defaults.requests)
-    parser.add_argument("--side", type=positive_int, default=defaults.side)
-    parser.add_argument("--rounds", type=positive_int, default=defaults.rounds)
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "flood")
-    args = parser.parse_args(argv)
-    if not args.model_repository.is_dir():
-        raise UserError(f"{args.model_repository}: model repository not found")
-    if args.baseline_root and not (args.baseline_root / "serving").is_dir():
-        raise UserError(f"{args.baseline_root}: no serving/ package in that checkout")
-    config = FloodConfig(requests=args.requests, side=args.side, rounds=args.rounds)
-    return args, config
+def parse_args(argv=None) -> FloodCommand:
+    command = parse_settings(
+        FloodCommand(), "python -m benchmarks.flood", __doc__.split("\n")[0], argv
+    )
+    if not command.model_repository.is_dir():
+        raise UserError(f"{command.model_repository}: model repository not found")
+    if command.baseline_root and not (command.baseline_root / "serving").is_dir():
+        raise UserError(f"{command.baseline_root}: no serving/ package in that checkout")
+    return command
 
 
 def main(argv=None) -> int:
-    args, config = parse_args(argv)
+    args = parse_args(argv)
+    config = args.flood
     output = claim_folder(args.output)
     repository = args.model_repository.resolve()
     servers = [(f"this checkout ({revision(Path.cwd())})", None)]
