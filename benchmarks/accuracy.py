@@ -21,16 +21,12 @@ from benchmarks.config import DEFAULT_REPOSITORY, DEFAULT_VALIDATION_FILE, RESUL
 from benchmarks.datasets import Dataset, load_folder, load_validation
 from benchmarks.machine import machine_info
 from benchmarks.report import write_results
-from benchmarks.runtimes import (
-    onnx_predict,
-    predict_in_batches,
-    resolve_models,
-    savedmodel_predict,
-)
+from benchmarks.runtimes import onnx_predict, resolve_models
 from benchmarks.server import require_serving
 from common.cli import UserError, run_cli
 from common.contract import CLASS_LABELS
 from common.images import invert_polarity
+from common.model_runtime import predict_in_batches, savedmodel_predict
 from common.ownership import claim_folder
 from common.repository import read_metadata
 from common.settings import comma_list, parse_settings, setting
@@ -38,6 +34,7 @@ from common.settings import comma_list, parse_settings, setting
 SCHEMA = "digits-benchmarks/accuracy/1"
 POLARITIES = ("normal", "inverted")
 SERVER_CHUNK = 64  # images per request when going through the server
+BATCH_SIZE = 64  # images per in-process ONNX Runtime / SavedModel run
 
 
 @dataclass(frozen=True)
@@ -121,7 +118,10 @@ def evaluate(
                     pixels = (
                         dataset.pixels if polarity == "normal" else invert_polarity(dataset.pixels)
                     )
-                    outputs = {name: predict_in_batches(fn, pixels) for name, fn in formats.items()}
+                    outputs = {
+                        name: predict_in_batches(fn, pixels, BATCH_SIZE)
+                        for name, fn in formats.items()
+                    }
                     if client is not None:
                         outputs["server"] = server_predict(
                             client, model, server_inputs(dataset, polarity, pixels)

@@ -30,16 +30,11 @@ from benchmarks.machine import load_average, machine_info
 from benchmarks.noop import repository_with_noop
 from benchmarks.references import best_per_batch, row_at, sweep, time_batch
 from benchmarks.report import latency_markdown, summary_lines, write_results
-from benchmarks.runtimes import (
-    ORT_VARIANTS,
-    as_model_input,
-    onnx_predict,
-    resolve_models,
-    savedmodel_predict,
-)
+from benchmarks.runtimes import ORT_VARIANTS, onnx_predict, resolve_models
 from benchmarks.samples import load_sample_pixels, serialized_requests
 from benchmarks.server import ServerProbe, ServerProcess, require_serving, started_record
 from common.cli import UserError, run_cli
+from common.model_runtime import as_model_input, savedmodel_predict
 from common.ownership import claim_folder
 from common.settings import comma_list, parse_settings, setting, settings_group
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks.runtimes import Predict, as_model_input
 from benchmarks.stats import latency_summary
+from common.model_runtime import Predict, as_model_input
 
 
 def time_batch(

@@ -12,7 +12,7 @@ import onnx
 from tensorflow.core.framework import function_pb2, graph_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
-from export.config import SAVED_MODEL_SIGNATURE
+from common.model_runtime import SAVED_MODEL_SIGNATURE
 from export.errors import ForbiddenOpError
 
 # TensorFlow ops whose name contains one of these: random sampling, stateful and stateless

@@ -6,7 +6,6 @@ from common.cli import positive_int
 from common.settings import setting
 
 ONNX_OPSET = 17
-SAVED_MODEL_SIGNATURE = "serving_default"
 FP16_ONNX_FILE = "model_fp16.onnx"
 TEMP_PREFIX = ".tmp-"
 

@@ -7,28 +7,23 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from common.contract import INPUT_NAME, OUTPUT_NAME
+from common.model_runtime import CUDA, Predict, predict_in_batches
 from export.config import CPU_TOLERANCE, GPU_TOLERANCE, ExportOptions
 from export.errors import EqualityError
-from export.runtime import CUDA, Predictor, predict_batched
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Backends:
-    keras: Predictor
-    saved_model: Predictor
-    onnx: Predictor
+    keras: Predict
+    saved_model: Predict
+    onnx: Predict
     onnx_provider: str
 
 
-def keras_predictor(model: keras.Model) -> Predictor:
+def keras_predictor(model: keras.Model) -> Predict:
     return lambda images: model(images, training=False).numpy()
-
-
-def saved_model_predictor(signature) -> Predictor:
-    return lambda images: signature(**{INPUT_NAME: tf.constant(images)})[OUTPUT_NAME].numpy()
 
 
 def check_plan(count: int, options: ExportOptions) -> list[tuple[int, int]]:
@@ -64,10 +59,10 @@ def prove_equal(
     checks, onnx_outputs = [], []
     for batch_size, count in check_plan(len(images), options):
         subset = images[:count]
-        reference = predict_batched(backends.keras, subset, batch_size)
+        reference = predict_in_batches(backends.keras, subset, batch_size)
         check = {"batch_size": batch_size, "images": count}
         for name in ("saved_model", "onnx"):
-            other = predict_batched(getattr(backends, name), subset, batch_size)
+            other = predict_in_batches(getattr(backends, name), subset, batch_size)
             check[name] = compare(reference, other)
         checks.append(check)
         onnx_outputs.append(other)

@@ -4,8 +4,8 @@ import numpy as np
 import onnx
 from onnxconverter_common import float16
 
+from common.model_runtime import ProviderChoice, predict_in_batches, session_predict
 from export.config import ExportOptions
-from export.runtime import make_session, predict_batched, session_predictor
 from export.speed import latencies_ms
 
 FP16_BATCH_SIZE = 64
@@ -39,14 +39,14 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 def compare_fp16(
     fp32_probabilities: np.ndarray,
     fp16_model: onnx.ModelProto,
-    providers: list[str],
+    choice: ProviderChoice,
     images: np.ndarray,
     labels: np.ndarray | None,
     options: ExportOptions,
 ) -> dict:
     """fp16 vs fp32 ONNX Runtime on the validation images: class agreement, accuracy change."""
-    session = make_session(fp16_model.SerializeToString(), providers)
-    fp16 = predict_batched(session_predictor(session), images, FP16_BATCH_SIZE)
+    session = choice.create_session(fp16_model.SerializeToString())
+    fp16 = predict_in_batches(session_predict(session), images, FP16_BATCH_SIZE)
     batch_sizes, repeats = options.speed_batch_sizes, options.speed_repeats
     speed = latencies_ms({"fp16": session}, images, batch_sizes, repeats)["fp16"]
     report = {

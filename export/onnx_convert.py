@@ -6,7 +6,8 @@ import onnx
 from tf2onnx import convert, tf_loader
 
 from common.contract import INPUT_NAME, OUTPUT_NAME
-from export.config import ONNX_OPSET, SAVED_MODEL_SIGNATURE
+from common.model_runtime import SAVED_MODEL_SIGNATURE
+from export.config import ONNX_OPSET
 
 SAVED_MODEL_TAG = "serve"
 BATCH_DIM_NAME = "batch"

@@ -16,21 +16,21 @@ import numpy as np
 import tf_keras as keras
 
 from common.contract import IMAGE_SIZE
+from common.model_runtime import (
+    ProviderChoice,
+    as_model_input,
+    savedmodel_predict,
+    session_predict,
+)
 from common.repository import METADATA_FILE, ONNX_FILE, TRITON_CONFIG_FILE, latest_version
 from export.audit import audit_graphs
 from export.config import FP16_ONNX_FILE, ONNX_OPSET, TEMP_PREFIX, ExportOptions
-from export.equality import Backends, keras_predictor, prove_equal, saved_model_predictor
+from export.equality import Backends, keras_predictor, prove_equal
 from export.errors import ExportError
 from export.fp16 import compare_fp16, convert_to_fp16
 from export.metadata import contract_metadata, file_hashes
 from export.onnx_convert import check_onnx_contract, convert_saved_model, save_onnx
-from export.runtime import (
-    as_model_input,
-    make_session,
-    providers_for,
-    session_predictor,
-)
-from export.savedmodel import ServingModule, load_serving_function, save_saved_model
+from export.savedmodel import ServingModule, save_saved_model
 from export.speed import measure_optimizations, save_optimized_graph
 from export.trained import check_model_contract, load_trained_models
 from export.triton import GENERATED_HEADER, triton_config
@@ -84,14 +84,13 @@ def build_version(
     save_onnx(onnx_model, folder / ONNX_FILE)
     ops = audit_graphs(folder, onnx_model)
 
-    providers = providers_for(options.providers)
-    session = make_session(folder / ONNX_FILE, providers)
+    choice = ProviderChoice(options.providers)
+    session = choice.create_session(folder / ONNX_FILE)
     provider = session.get_providers()[0]
-    log.info("ONNX Runtime providers %s, running on %s", providers, provider)
     backends = Backends(
         keras=keras_predictor(model),
-        saved_model=saved_model_predictor(load_serving_function(folder)),
-        onnx=session_predictor(session),
+        saved_model=savedmodel_predict(folder),
+        onnx=session_predict(session),
         onnx_provider=provider,
     )
     equality, onnx_probabilities = prove_equal(backends, images, options)
@@ -100,13 +99,13 @@ def build_version(
         figures["onnx_val_accuracy"] = float(np.mean(onnx_probabilities.argmax(1) == labels))
 
     figures["onnxruntime_optimization"] = measure_optimizations(
-        folder / ONNX_FILE, providers, images, options.speed_batch_sizes, options.speed_repeats
+        folder / ONNX_FILE, choice, images, options.speed_batch_sizes, options.speed_repeats
     )
     figures["onnxruntime_optimization"]["kept"] = (
         OPTIMIZED_ONNX_FILE if options.keep_optimized_graph else OPTIMIZE_AT_LOAD
     )
     if options.keep_optimized_graph:
-        save_optimized_graph(folder / ONNX_FILE, providers, folder / OPTIMIZED_ONNX_FILE)
+        save_optimized_graph(folder / ONNX_FILE, choice, folder / OPTIMIZED_ONNX_FILE)
     if options.fp16:
         fp16_model = convert_to_fp16(onnx_model)
         save_onnx(fp16_model, folder / FP16_ONNX_FILE)
@@ -115,7 +114,7 @@ def build_version(
                 "precision": "float16 weights and activations, float32 input/output",
                 "intended_for": "GPU serving (CUDAExecutionProvider); not the default",
                 "default": False,
-                **compare_fp16(onnx_probabilities, fp16_model, providers, images, labels, options),
+                **compare_fp16(onnx_probabilities, fp16_model, choice, images, labels, options),
             }
         }
     return figures

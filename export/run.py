@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     # SIGTERM unwinds like Ctrl-C, so an interrupted export removes its temporary folder.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("export").setLevel(logging.INFO)  # our progress; libraries stay quiet
+    for name in ("export", "digits"):  # our progress and provider choice; libraries stay quiet
+        logging.getLogger(name).setLevel(logging.INFO)
     models = list(command.models) or None
     for name, folder in export_trained_models(command.output, models, command.options).items():
         print(f"{name}: {folder}")

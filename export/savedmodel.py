@@ -6,7 +6,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from common.contract import IMAGE_SIZE, INPUT_NAME, OUTPUT_NAME
-from export.config import SAVED_MODEL_SIGNATURE
+from common.model_runtime import SAVED_MODEL_SIGNATURE
 
 INPUT_SIGNATURE = (tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 1], tf.float32, name=INPUT_NAME),)
 
@@ -30,8 +30,3 @@ class ServingModule(tf.Module):
 def save_saved_model(module: ServingModule, folder: Path) -> None:
     """Write saved_model.pb + variables/ directly into `folder` (TF Serving's version layout)."""
     tf.saved_model.save(module, str(folder), signatures={SAVED_MODEL_SIGNATURE: module.serve})
-
-
-def load_serving_function(folder: Path) -> tf.types.experimental.ConcreteFunction:
-    """The reloaded SavedModel's serving_default signature (image -> {probabilities})."""
-    return tf.saved_model.load(str(folder)).signatures[SAVED_MODEL_SIGNATURE]

@@ -12,7 +12,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from export.runtime import OPTIMIZATION_LEVELS, make_session, session_predictor
+from common.model_runtime import (
+    OPTIMIZATION_LEVELS,
+    ProviderChoice,
+    session_options,
+    session_predict,
+)
 
 SAVED_GRAPH = "saved_optimized_graph"
 
@@ -35,7 +40,7 @@ def latencies_ms(
     Stops early (after at least 3 rounds) once a batch size has used `budget_seconds`.
     """
     result: dict[str, dict[str, float]] = {name: {} for name in sessions}
-    predictors = {name: session_predictor(session) for name, session in sessions.items()}
+    predictors = {name: session_predict(session) for name, session in sessions.items()}
     for batch_size in batch_sizes:
         batch = np.resize(images, (batch_size, *images.shape[1:]))
         runs: dict[str, list[float]] = {name: [] for name in sessions}
@@ -53,7 +58,7 @@ def latencies_ms(
 
 
 def measure_optimizations(
-    model: Path, providers: list[str], images: np.ndarray, batch_sizes, repeats: int
+    model: Path, choice: ProviderChoice, images: np.ndarray, batch_sizes, repeats: int
 ) -> dict:
     """Load time and latency at each optimisation level, and of a graph saved pre-optimised.
 
@@ -62,19 +67,20 @@ def measure_optimizations(
     """
     with tempfile.TemporaryDirectory() as folder:
         optimized = Path(folder) / "model.optimized.onnx"
-        save_optimized_graph(model, providers, optimized)
+        save_optimized_graph(model, choice, optimized)
         variants = {level: (model, level) for level in OPTIMIZATION_LEVELS}
         variants[SAVED_GRAPH] = (optimized, "disabled")
         sessions, load_ms = {}, {}
         for name, (path, level) in variants.items():
             start = time.perf_counter()
-            sessions[name] = make_session(path, providers, level)
+            sessions[name] = choice.create_session(path, session_options(level=level))
             load_ms[name] = round((time.perf_counter() - start) * 1000, 1)
         timings = latencies_ms(sessions, images, batch_sizes, repeats)
     levels = {name: {"session_load_ms": load_ms[name], **timings[name]} for name in variants}
-    return {"provider": providers[0], "max_rounds": repeats, "levels": levels}
+    provider = next(iter(sessions.values())).get_providers()[0]
+    return {"provider": provider, "max_rounds": repeats, "levels": levels}
 
 
-def save_optimized_graph(model: Path, providers: list[str], destination: Path) -> None:
+def save_optimized_graph(model: Path, choice: ProviderChoice, destination: Path) -> None:
     """Let ONNX Runtime write its fully optimised graph (hardware-specific) to `destination`."""
-    make_session(model, providers, "all", optimized_path=destination)
+    choice.create_session(model, session_options(optimized_path=destination))

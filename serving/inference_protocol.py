@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 import numpy as np
 
 from common.contract import IMAGE_SIZE, INPUT_NAME, OUTPUT_NAME
+from common.model_runtime import CUDA
 from common.repository import ONNX_FILE
 from common.versions import installed_version
 from protos.digits.v1 import digits_pb2
@@ -28,7 +29,7 @@ from protos.inference import model_config_pb2 as config_pb
 from serving import errors
 from serving.batcher import Batcher
 from serving.logs import shown
-from serving.runtime import CUDA, ModelVersion
+from serving.runtime import ModelVersion
 from serving.service import MAX_REQUEST_ID, DigitClassifierService, deadline_of
 
 BYTES_INPUT = "image_bytes"

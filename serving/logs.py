@@ -55,11 +55,15 @@ class TextFormatter(logging.Formatter):
         return line.rstrip()
 
 
+LOGGERS = ("serving", "digits")  # the server's own, and the shared layers' (common/)
+
+
 def configure_logging(log_format: str, level: int = logging.INFO) -> None:
-    """Send the `serving` loggers' records to stdout in the chosen format."""
+    """Send the server's loggers' records to stdout in the chosen format."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    logger = logging.getLogger("serving")
-    logger.handlers[:] = [handler]
-    logger.setLevel(level)
-    logger.propagate = False
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False

@@ -18,13 +18,14 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from common.cli import UserError
+from common.model_runtime import ProviderChoice
 from common.repository import folder_state, list_models, list_versions, version_dir
 from serving import errors
 from serving.batcher import Batcher
 from serving.config import ServerConfig
 from serving.logs import shown
 from serving.metrics import ServerMetrics
-from serving.runtime import ModelLoadError, ProviderChoice, load_model_version
+from serving.runtime import ModelLoadError, load_model_version
 
 log = logging.getLogger("serving.registry")
 

@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 import tensorflow as tf
 
+from common.model_runtime import SAVED_MODEL_SIGNATURE
 from common.repository import list_versions, read_metadata, sha256_file
 from export.audit import audit_graphs, forbidden_tf_ops, saved_model_op_types
 from export.config import CPU_TOLERANCE, ExportOptions
@@ -95,7 +96,7 @@ def test_onnx_passes_full_checker_with_contract_names(version):
 
 
 def test_saved_model_serving_signature(version):
-    signature = tf.saved_model.load(str(version)).signatures["serving_default"]
+    signature = tf.saved_model.load(str(version)).signatures[SAVED_MODEL_SIGNATURE]
     (spec,) = signature.structured_input_signature[1].values()
     assert spec.name == "image" and spec.shape.as_list() == [None, 100, 100, 1]
     assert list(signature.structured_outputs) == ["probabilities"]
@@ -106,7 +107,7 @@ def test_dynamic_batch_sizes_agree_between_formats(version, batch_size):
     images = digit_like_images(batch_size, seed=batch_size)[..., None].astype(np.float32)
     session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
     from_onnx = session.run(["probabilities"], {"image": images})[0]
-    signature = tf.saved_model.load(str(version)).signatures["serving_default"]
+    signature = tf.saved_model.load(str(version)).signatures[SAVED_MODEL_SIGNATURE]
     from_tf = signature(image=tf.constant(images))["probabilities"].numpy()
     assert from_onnx.shape == from_tf.shape == (batch_size, 3)
     np.testing.assert_allclose(from_onnx.sum(axis=1), 1.0, atol=1e-5)

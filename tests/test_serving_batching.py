@@ -7,11 +7,12 @@ import grpc
 import numpy as np
 import pytest
 
+from common.model_runtime import ProviderChoice
 from common.repository import version_dir
 from serving.batcher import Batcher
 from serving.errors import ServingError
 from serving.metrics import ServerMetrics
-from serving.runtime import ProviderChoice, load_model_version
+from serving.runtime import load_model_version
 from tests.serving_support import digit_pixels, direct_probabilities
 
 ATOL = 1e-5
