@@ -25,7 +25,7 @@ from benchmarks import plots
 from benchmarks.config import DEFAULT_REPOSITORY, MAX_MESSAGE_BYTES, RESULTS_DIR
 from benchmarks.machine import machine_info
 from benchmarks.report import table, write_results
-from benchmarks.server import ServerProcess
+from benchmarks.server import ServerProcess, benchmark_server
 from common.cli import UserError, positive_int, run_cli
 from common.ownership import claim_folder
 from common.settings import parse_settings, setting, settings_group
@@ -204,9 +204,8 @@ def main(argv=None) -> int:
         servers.append((f"baseline ({revision(root)})", root))
     results = {"config": vars(config) | {}, "machine": machine_info(), "servers": []}
     for name, root in servers:
-        server = ServerProcess(
-            repository, True, output / f"server_{len(results['servers'])}.log", cwd=root
-        )
+        log = output / f"server_{len(results['servers'])}.log"
+        server = benchmark_server(repository, True, log, cwd=root)
         results["servers"].append(flood_server(name, server, config))
     results["figure"] = plots.rss_over_time(results["servers"], output / "flood_rss.png").name
     write_results(results, flood_markdown(results), output, "flood")

@@ -32,7 +32,7 @@ from benchmarks.references import best_per_batch, row_at, sweep, time_batch
 from benchmarks.report import latency_markdown, summary_lines, write_results
 from benchmarks.runtimes import ORT_VARIANTS, onnx_predict, resolve_models
 from benchmarks.samples import load_sample_pixels, serialized_requests
-from benchmarks.server import ServerProbe, ServerProcess, require_serving, started_record
+from benchmarks.server import ServerProbe, benchmark_server, require_serving
 from common.cli import UserError, run_cli
 from common.model_runtime import as_model_input, savedmodel_predict
 from common.ownership import claim_folder
@@ -260,11 +260,16 @@ def main(argv: list[str] | None = None) -> int:
                 for setting in settings:
                     log = output / f"server_{setting}.log"
                     batching = setting == analysis.BATCHING
-                    limits = (config.max_batch_size, config.server_start_timeout_s)
-                    extra = tuple(shlex.split(args.server_args))
-                    with ServerProcess(repository, batching, log, *limits, extra) as server:
-                        started = started_record(log)
-                        servers[setting] = {"command": server.command[1:], "started": started}
+                    extra = shlex.split(args.server_args)
+                    server = benchmark_server(
+                        repository, batching, log, *extra, max_batch_size=config.max_batch_size
+                    )
+                    server.start_timeout_s = config.server_start_timeout_s
+                    with server:
+                        servers[setting] = {
+                            "command": server.command[1:],
+                            "started": server.started,
+                        }
                         cells += drive(run, server.target, setting, served, server.probe())
     machine["load_average_at_end"] = load_average()
 

@@ -29,7 +29,7 @@ from benchmarks.loadgen import DIGITS_V1, Cell, Protocol, run_cell
 from benchmarks.machine import machine_info
 from benchmarks.report import table, write_results
 from benchmarks.samples import load_sample_pixels
-from benchmarks.server import ServerProbe, ServerProcess
+from benchmarks.server import ServerProbe, benchmark_server
 from common.cli import UserError, positive_float, run_cli
 from common.ownership import claim_folder
 from common.settings import parse_settings, positive_ints, setting
@@ -256,7 +256,8 @@ def main(argv=None) -> int:
     perf_analyzer_binary()  # before anything runs: a missing tool is one line
     output = claim_folder(args.output)
     sweep, pairs = list(args.concurrency), list(args.side_by_side)
-    with ServerProcess(args.model_repository.resolve(), True, output / "server.log") as server:
+    server = benchmark_server(args.model_repository.resolve(), True, output / "server.log")
+    with server:
         perf = perf_analyzer_sweep(server.target, args.model, sweep, output)
         cells = side_by_side(server.target, args.model, pairs, args.seconds, server.probe())
     results = {

@@ -2,10 +2,11 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.cli import UserError
 from serving.healthcheck import SERVICE_NAME, health_status
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -35,107 +38,122 @@ def require_serving(target: str) -> None:
         raise UserError(f"no SERVING digits server reachable at {target}")
 
 
-def last_line(path: Path) -> str:
-    lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1][-300:] if lines else "(no output)"
-
-
 def started_record(log_file: Path) -> dict:
     """The server's JSON "server started" log line (models, versions, provider), if found."""
     for line in Path(log_file).read_text(errors="replace").splitlines():
         if "server started" in line:
-            try:
-                return json.loads(line)
-            except json.JSONDecodeError:
-                return {"line": line.strip()}
+            return parsed_line(line)
     return {}
 
 
+def parsed_line(line: str) -> dict:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return {"text": line.strip()}
+
+
 class ServerProcess:
-    """`python -m serving` on 127.0.0.1 for the duration of a `with` block."""
+    """`python -m serving ARGS` as a child process for the duration of a `with` block (tests
+    and benchmarks): ready once it logs "server started"; every output line is kept in
+    `lines` (and written to `log_file`, if given); on exit SIGTERM, then a kill after 30 s."""
 
     def __init__(
         self,
-        repository: Path,
-        batching: bool,
-        log_file: Path,
-        max_batch_size: int = 64,
+        *args: str,
+        log_file: Path | None = None,
+        env: dict | None = None,
+        cwd: Path | None = None,  # None: this checkout; else another one's `python -m serving`
         start_timeout_s: float = 180.0,
-        extra_args: tuple[str, ...] = (),
-        cwd: Path | None = None,
     ):
-        self.cwd = cwd  # None: this checkout; else another one's `python -m serving`
-        self.port = free_port()
-        self.metrics_port = free_port()
-        self.target = f"127.0.0.1:{self.port}"
-        self.log_file = Path(log_file)
-        self.start_timeout_s = start_timeout_s
-        self.command = [
-            sys.executable,
-            "-m",
-            "serving",
-            "--model-repository",
-            str(repository),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--metrics-port",
-            str(self.metrics_port),
-            "--http-port",
-            "0",
-            "--max-batch-size",
-            str(max_batch_size),
-            "--grace-seconds",
-            "1",
-            "--log-format",
-            "json",
-            *([] if batching else ["--no-batching"]),
-            *extra_args,
-        ]
+        self.command = [sys.executable, "-m", "serving", *args]
+        # No HTTP port unless asked for (a --http-port flag wins over the variable).
+        self.env = {"DIGITS_HTTP_PORT": "0", **os.environ, **(env or {})}
+        self.log_file, self.cwd, self.start_timeout_s = log_file, cwd, start_timeout_s
+        self.lines: list[str] = []
+        self.started: dict | None = None
         self.process: subprocess.Popen | None = None
+        self._ready = threading.Event()
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.started['port']}"
+
     def probe(self) -> "ServerProbe":
-        return ServerProbe(self.pid, f"http://127.0.0.1:{self.metrics_port}/metrics")
+        port = (self.started or {}).get("metrics_port")
+        return ServerProbe(self.pid, f"http://127.0.0.1:{port}/metrics" if port else None)
+
+    def messages(self) -> list[str]:
+        return [parsed_line(line).get("message", "") for line in self.lines]
+
+    def _read(self) -> None:
+        log = open(self.log_file, "w") if self.log_file else None  # noqa: SIM115
+        try:
+            for line in self.process.stdout:
+                self.lines.append(line)
+                if log:
+                    log.write(line)
+                    log.flush()
+                if "server started" in line and self.started is None:
+                    self.started = parsed_line(line)
+                    self._ready.set()
+        finally:
+            self._ready.set()  # exited
+            if log:
+                log.close()
 
     def __enter__(self) -> "ServerProcess":
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "wb") as log:
-            self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
-            )
-        self.wait_until_serving()
-        return self
-
-    def wait_until_serving(self) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise UserError(f"server exited at start: {last_line(self.log_file)}")
-            if is_serving(self.target, timeout_s=1.0):
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise UserError(
-            f"server not SERVING after {self.start_timeout_s:.0f} s (log: {self.log_file})"
+        if self.log_file:
+            Path(self.log_file).parent.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=self.cwd or ROOT,
+            env=self.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._ready.wait(self.start_timeout_s) or self.started is None:
+            self.stop()
+            last = self.lines[-1].strip()[-300:] if self.lines else "(no output)"
+            raise UserError(f"server did not start: {last}")
+        return self
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.terminate()
+        self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout=15)
+            self.process.wait(30)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.wait(timeout=5)
+            self.process.wait()
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def benchmark_server(
+    repository: Path,
+    batching: bool,
+    log_file: Path,
+    *extra_args: str,
+    max_batch_size: int = 64,
+    cwd: Path | None = None,
+) -> ServerProcess:
+    """The server a benchmark drives: loopback, any free port, JSON logs, metrics on."""
+    return ServerProcess(
+        "--model-repository", str(repository), "--host", "127.0.0.1", "--port", "0",
+        "--metrics-port", str(free_port()), "--max-batch-size", str(max_batch_size),
+        "--grace-seconds", "1", "--log-format", "json",
+        *([] if batching else ["--no-batching"]), *extra_args,
+        log_file=log_file, cwd=cwd,
+    )  # fmt: skip
 
 
 # Histograms of the server's /metrics read per cell (sum and count deltas, per model).

@@ -10,12 +10,8 @@ import functools
 import hashlib
 import io
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +20,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from benchmarks.server import ServerProcess, free_port  # noqa: F401  (used by the tests)
 from common.contract import IMAGE_SIZE
 from common.repository import METADATA_FILE, ONNX_FILE, list_versions, version_dir
 from serving.config import ServerConfig
@@ -165,12 +162,6 @@ def direct_probabilities(repository: Path, name: str, pixels: np.ndarray, versio
 # ---- servers --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def server_config(repository: Path, **overrides) -> ServerConfig:
     base = ServerConfig(
         model_repository=repository,
@@ -232,54 +223,6 @@ class ServerThread:
         if self._loop is not None and self._stop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
-
-
-class ServerProcess:
-    """`python -m serving` as a child process; ready once it logs "server started"."""
-
-    def __init__(self, *args: str, env: dict | None = None):
-        self.args = [sys.executable, "-m", "serving", *args]
-        # No HTTP port unless a test asks (--http-port wins over the variable).
-        self.env = {"DIGITS_HTTP_PORT": "0", **os.environ, **(env or {})}
-        self.lines: list[str] = []
-        self.started: dict | None = None
-        self._ready = threading.Event()
-        self.process: subprocess.Popen | None = None
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line)
-            if "server started" in line:
-                self.started = json.loads(line) if line.startswith("{") else {"text": line}
-                self._ready.set()
-        self._ready.set()  # exited
-
-    def __enter__(self) -> "ServerProcess":
-        self.process = subprocess.Popen(
-            self.args,
-            cwd=ROOT,
-            env=self.env,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(60) or self.started is None:
-            self.process.kill()
-            raise RuntimeError(f"server did not start: {self.process.stderr.read()}")
-        return self
-
-    def messages(self) -> list[str]:
-        return [json.loads(line)["message"] for line in self.lines if line.startswith("{")]
-
-    def __exit__(self, *exc) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 # ---- the real client libraries (.venv-clients) ------------------------------------------

@@ -19,7 +19,7 @@ from benchmarks.config import CLIENTS_PYTHON
 from benchmarks.loadgen import Cell, run_cell
 from benchmarks.noop import build_noop_onnx, write_noop_version
 from benchmarks.samples import load_sample_pixels, serialized_requests
-from benchmarks.server import ServerProcess
+from benchmarks.server import ServerProcess, benchmark_server
 from common.repository import METADATA_FILE, ONNX_FILE, read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def repository(tmp_path_factory) -> Path:
 def server(repository: Path, tmp_path_factory):
     """One server with batching for the module's tests against a running target."""
     log = tmp_path_factory.mktemp("bench-server") / "server.log"
-    with ServerProcess(repository, batching=True, log_file=log) as running:
+    with benchmark_server(repository, True, log) as running:
         yield running
 
 

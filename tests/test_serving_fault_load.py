@@ -122,10 +122,10 @@ def test_memory_settles_after_floods_of_large_requests(serving_repository, tmp_p
     """30 concurrent 12.6 MB requests, twice: refused beyond the byte bound at once, every call
     answered, and the server's resident size back near where it was (trimmed when idle)."""
     from benchmarks.flood import FloodConfig, flood_server
-    from benchmarks.server import ServerProcess as BenchmarkServer
+    from benchmarks.server import benchmark_server
 
     extra = ("--max-inflight-bytes", str(32 * 1024 * 1024))
-    server = BenchmarkServer(serving_repository, True, tmp_path / "server.log", extra_args=extra)
+    server = benchmark_server(serving_repository, True, tmp_path / "server.log", *extra)
     result = flood_server("this checkout", server, FloodConfig(requests=30, rounds=2))
     assert result["serving_after"]
     for round_ in result["rounds"]:
