@@ -139,7 +139,7 @@ def flood_server(name: str, server: ServerProcess, config: FloodConfig) -> dict:
     ):
         client.classify(config.model, [np.zeros((100, 100), np.uint8)])  # warm
         rounds = [flood_round(client, request, config, sampler) for _ in range(config.rounds)]
-        survived = client.health() == 1
+        survived = client.health() == "SERVING"
     print(f"{name}: " + "; ".join(f"{r['answers']} peak {r['rss_peak_mb']} MB" for r in rounds))
     return {
         "server": name,

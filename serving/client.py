@@ -15,7 +15,6 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.cli import (
     UserError,
@@ -26,6 +25,7 @@ from common.cli import (
 )
 from common.settings import parse_settings, setting
 from protos.digits.v1 import digits_pb2, digits_pb2_grpc
+from serving.healthcheck import health_status
 
 ImageInput = bytes | np.ndarray
 RAW_DTYPES = {
@@ -140,12 +140,10 @@ class DigitClient:
         request = digits_pb2.GetModelMetadataRequest(model=model, version=version)
         return self.stub.GetModelMetadata(request, timeout=self.timeout)
 
-    def health(self, service: str = "") -> int:
-        """The server's grpc.health.v1 status (health_pb2.HealthCheckResponse.SERVING, ...)."""
-        stub = health_pb2_grpc.HealthStub(self.channel)
-        return stub.Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=self.timeout
-        ).status
+    def health(self, service: str = "") -> str:
+        """The server's grpc.health.v1 status name ("SERVING", ...) for `service` ("": the
+        whole server), or the call's gRPC code name when it cannot answer."""
+        return health_status(self.channel, service, self.timeout)
 
     def close(self) -> None:
         self.channel.close()

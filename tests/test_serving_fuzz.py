@@ -86,7 +86,7 @@ def client(serving_repository):
         DigitClient(server.target, timeout=20) as connected,
     ):
         yield connected
-        assert connected.health() == 1  # SERVING after every case
+        assert connected.health() == "SERVING"  # after every case
 
 
 def status_of(call, request) -> tuple[grpc.StatusCode, str]:

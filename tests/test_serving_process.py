@@ -10,7 +10,6 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2
 
 from serving.client import DigitClient, classify_request
 from tests.serving_support import (
@@ -134,9 +133,7 @@ def test_serving_lifecycle_client_cli_and_graceful_sigterm(serving_repository, t
         assert cli.stderr.strip().startswith(f"{files[2]}\terror:")
 
         with DigitClient(f"127.0.0.1:{port}") as client:
-            assert (
-                client.health("digits.v1.DigitClassifier") == health_pb2.HealthCheckResponse.SERVING
-            )
+            assert client.health("digits.v1.DigitClassifier") == "SERVING"
             text = metrics_text(metrics_port)
             assert metric_value(text, 'digits_requests_total{model="scratch_cnn",status="OK"}') == 2
             for name in (
