@@ -65,7 +65,7 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         f"data: {data_dir}: {len(train.labels)} training and {len(validation.labels)} "
         f"validation images ({len(train.labels) + len(validation.labels)} in all)"
     )
-    from training.trainers import train_all
+    from training.job import train_all
 
     summary = train_all(config, data_dir, train, validation, list(extra_callbacks or []))
     if config.export and role.is_chief:

@@ -1,4 +1,5 @@
-"""Fitting with Keras callbacks: early stopping, checkpoints, LR schedule, resumable runs.
+"""One training phase: model.fit with Keras callbacks (early stopping, checkpoints, LR
+schedule, resumable), and what a model's recipe hands back.
 
 Each training phase works in its own folder under DIR/checkpoints/<model>/. An interrupted
 fit resumes at the epoch where it stopped (BackupAndRestore); a phase that completed is
@@ -15,10 +16,22 @@ from pathlib import Path
 import tensorflow as tf
 import tf_keras as keras
 
+from training.config import TrainConfig
 from training.distribute import Placement
 
 MONITOR = "val_loss"
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a trainer hands back."""
+
+    model: keras.Model
+    history: list[dict]  # one row per epoch, every phase
+    phases: list[dict]  # per phase: epochs run, seconds, validation accuracy
+    backbone: str | None = None  # the pretrained backbone a fine-tuned model started from
+    pretraining: dict | None = None  # the fallback backbone's sidecar, when it was used
 
 
 @dataclass(frozen=True)
@@ -123,3 +136,20 @@ def fit_phase(
     if placement.is_chief:
         done.write_text(json.dumps({"history": history}, indent=2))
     return history
+
+
+def phase_settings(config: TrainConfig, name: str, learning_rate: float) -> PhaseSettings:
+    """A phase of at most `config.epochs` epochs at `learning_rate`."""
+    return PhaseSettings(
+        name, config.epochs, learning_rate, config.early_stopping_patience, config.verbose
+    )
+
+
+def phase_summary(name: str, history: list[dict], val_accuracy: float) -> dict:
+    """What the report shows of one phase."""
+    return {
+        "name": name,
+        "epochs_run": len(history),
+        "seconds": round(sum(row.get("seconds", 0.0) for row in history), 1),  # in fit()
+        "val_accuracy": val_accuracy,
+    }
