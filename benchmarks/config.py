@@ -12,6 +12,7 @@ from common.validation_split import VALIDATION_FILE
 DEFAULT_REPOSITORY = Path(DEFAULT_OUTPUT) / REPOSITORY_FOLDER
 DEFAULT_VALIDATION_FILE = Path(DEFAULT_OUTPUT) / VALIDATION_FILE
 RESULTS_DIR = Path("benchmarks/results")
+LATENCY_TARGETS = Path(__file__).resolve().parent / "targets" / "latency.json"
 # The real client libraries' environment (`make clients`: tritonclient needs protobuf < 7).
 CLIENTS_PYTHON = Path(__file__).resolve().parents[1] / ".venv-clients" / "bin" / "python"
 NOOP_MODEL = "noop"

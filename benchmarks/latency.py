@@ -6,6 +6,7 @@ and the TF SavedModel measured in-process in the same run.
     python -m benchmarks.latency --target host:port # a server that is already running
 """
 
+import json
 import shlex
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from benchmarks import analysis, plots
 from benchmarks.config import (
     DEFAULT_REPOSITORY,
     DEFAULT_VALIDATION_FILE,
+    LATENCY_TARGETS,
     NOOP_MODEL,
     RESULTS_DIR,
     LatencyConfig,
@@ -72,6 +74,9 @@ class LatencyCommand:
         "", 'extra flags for the servers this command starts, e.g. "--batch-delay-us 0"'
     )
     quick: bool = setting(False, "a short run: fewer, shorter cells (other flags still win)")
+    targets: Path = setting(
+        LATENCY_TARGETS, "the targets the run is judged against (JSON)", parse=Path
+    )
     config: LatencyConfig = settings_group(LatencyConfig(), prefix="")
 
 
@@ -236,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         require_serving(args.target)
     run_name = args.run_name or time.strftime("%Y%m%d-%H%M%S")
     output = args.output or RESULTS_DIR / run_name
+    targets = analysis.read_targets(args.targets)
     claim_folder(output)  # ours, new or empty; a foreign folder is refused
+    (output / "targets.json").write_text(json.dumps(targets, indent=2) + "\n")  # beside results
 
     machine = machine_info()
     pixels, sample_source = load_sample_pixels(args.validation_file, max(config.batch_sizes))
@@ -305,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         "cells": cells,
         "client_cost": cost,
         "headline": headline,
-        "targets": analysis.targets(headline, cost),
+        "targets": analysis.targets(headline, targets, cost),
         "figures": figures,
     }
     print("\n".join(summary_lines(results)))

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks import accuracy, latency
+from benchmarks import accuracy, analysis, latency
 from benchmarks.classification import classification_report
 from benchmarks.config import CLIENTS_PYTHON
 from benchmarks.loadgen import Cell, run_cell
 from benchmarks.noop import build_noop_onnx, write_noop_version
 from benchmarks.samples import load_sample_pixels, serialized_requests
 from benchmarks.server import ServerProcess, benchmark_server
+from common.cli import UserError
 from common.repository import METADATA_FILE, ONNX_FILE, read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,6 +114,9 @@ def test_latency_run_starts_its_own_servers(repository: Path, tmp_path: Path):
         assert key in results
     assert results["machine"]["usable_cores"] >= 1
     assert any("share" in note and "cores" in note for note in results["notes"])
+    spec = json.loads((output / "targets.json").read_text())  # the targets, beside the results
+    assert [t["target"] for t in results["targets"]] == [t["name"] for t in spec["targets"]]
+    assert all(t["value"] is None or t["met"] in (True, False) for t in results["targets"])
 
     references = results["references"]["scratch_cnn"]
     for runtime in (
@@ -406,3 +410,21 @@ def test_http_frameworks_measures_both_libraries(tmp_path):
     for cell in results["cells"]:
         assert cell["requests_per_s"] > 0 and cell["server_cpu_ms_per_request"] > 0
     assert "| 2 | aiohttp |" in (output / "http_frameworks.md").read_text()
+
+
+def test_targets_are_data_and_a_bad_file_is_one_line(tmp_path):
+    """The shipped targets name only measures the analysis computes; a file naming anything
+    else, or no file, is refused with the measures that exist."""
+    from benchmarks.config import LATENCY_TARGETS
+
+    spec = analysis.read_targets(LATENCY_TARGETS)
+    assert {t["measure"] for t in spec["targets"]} <= set(analysis.MEASURE_NAMES)
+    headline = {"best": {}, "concurrency_1": {}, "ort_batch_gain": {}, "batching_gain": {},
+                "batching_cpu_gain": {}}  # fmt: skip
+    assert set(analysis.measures(headline, None)) == set(analysis.MEASURE_NAMES)
+    bad = tmp_path / "targets.json"
+    bad.write_text(json.dumps({"model": "m", "targets": [
+        {"measure": "speed", "name": "x", "sense": ">=", "threshold": 1}]}))  # fmt: skip
+    for path in (bad, tmp_path / "absent.json"):
+        with pytest.raises(UserError, match="not a targets file.*c1_p50_over_ort_ms"):
+            analysis.read_targets(path)
