@@ -1,16 +1,26 @@
 """`python -m serving`: serve the model repository over gRPC until SIGTERM/SIGINT."""
 
 import asyncio
+import logging
 
-from common.cli import run_cli
-from serving.config import parse_config
-from serving.logs import configure_logging
-from serving.server import serve
+from common.native_output import captured_native_stderr
+
+# ONNX Runtime may print a plain-text warning when it is first imported (its device discovery
+# in containers, for one): caught here and logged as a record of the server's own log.
+with captured_native_stderr() as onnxruntime_import_output:
+    import onnxruntime  # noqa: F401
+
+from common.cli import run_cli  # noqa: E402
+from serving.config import parse_config  # noqa: E402
+from serving.logs import configure_logging  # noqa: E402
+from serving.server import serve  # noqa: E402
 
 
 def main() -> int:
     config = parse_config()
     configure_logging(config.log_format)
+    for line in onnxruntime_import_output:
+        logging.getLogger("serving").warning("onnxruntime at import", extra={"output": line})
     asyncio.run(serve(config))
     return 0
 
