@@ -20,7 +20,7 @@ from benchmarks.classification import agreement, classification_report
 from benchmarks.config import DEFAULT_REPOSITORY, DEFAULT_VALIDATION_FILE, RESULTS_DIR
 from benchmarks.datasets import Dataset, load_folder, load_validation
 from benchmarks.machine import machine_info
-from benchmarks.report import write_results
+from benchmarks.results_files import write_results
 from benchmarks.runtimes import onnx_predict, resolve_models
 from benchmarks.server import require_serving
 from common.cli import UserError, run_cli

@@ -1,6 +1,6 @@
 """The accuracy run as markdown: overview, per-class figures, agreement between formats."""
 
-from benchmarks.report import fmt, table
+from benchmarks.results_files import fmt, table
 
 
 def overview_rows(evaluations: list[dict]) -> list[list[str]]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from benchmarks import plots
 from benchmarks.config import RESULTS_DIR
 from benchmarks.machine import machine_info
-from benchmarks.report import table, write_results
+from benchmarks.results_files import table, write_results
 from common.cli import UserError, non_negative_int, positive_int, run_cli
 from common.ownership import claim_folder
 from common.settings import parse_settings, setting

@@ -24,7 +24,7 @@ import numpy as np
 from benchmarks import plots
 from benchmarks.config import DEFAULT_REPOSITORY, MAX_MESSAGE_BYTES, RESULTS_DIR
 from benchmarks.machine import machine_info
-from benchmarks.report import table, write_results
+from benchmarks.results_files import table, write_results
 from benchmarks.server import ServerProcess, benchmark_server
 from common.cli import UserError, positive_int, run_cli
 from common.ownership import claim_folder

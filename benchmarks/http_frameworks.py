@@ -19,7 +19,7 @@ import aiohttp
 
 from benchmarks.config import CLIENTS_PYTHON, RESULTS_DIR
 from benchmarks.machine import machine_info
-from benchmarks.report import table, write_results
+from benchmarks.results_files import table, write_results
 from benchmarks.samples import load_sample_pixels, png_bytes
 from benchmarks.server import free_port, process_cpu_seconds
 from benchmarks.stats import latency_summary

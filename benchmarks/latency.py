@@ -27,11 +27,12 @@ from benchmarks.config import (
     LatencyConfig,
     quick,
 )
+from benchmarks.latency_report import latency_markdown, summary_lines
 from benchmarks.loadgen import Cell, run_cell
 from benchmarks.machine import load_average, machine_info
 from benchmarks.noop import repository_with_noop
 from benchmarks.references import best_per_batch, row_at, sweep, time_batch
-from benchmarks.report import latency_markdown, summary_lines, write_results
+from benchmarks.results_files import write_results
 from benchmarks.runtimes import ORT_VARIANTS, onnx_predict, resolve_models
 from benchmarks.samples import load_sample_pixels, serialized_requests
 from benchmarks.server import ServerProbe, benchmark_server, require_serving

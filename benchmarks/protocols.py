@@ -27,7 +27,7 @@ from benchmarks import plots
 from benchmarks.config import DEFAULT_REPOSITORY, RESULTS_DIR
 from benchmarks.loadgen import DIGITS_V1, Cell, Protocol, run_cell
 from benchmarks.machine import machine_info
-from benchmarks.report import table, write_results
+from benchmarks.results_files import table, write_results
 from benchmarks.samples import load_sample_pixels
 from benchmarks.server import ServerProbe, benchmark_server
 from common.cli import UserError, positive_float, run_cli
