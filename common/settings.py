@@ -56,8 +56,9 @@ def setting(
 ) -> Any:
     """A dataclass field that is also a command-line setting (see the module docstring);
     `show` writes the default for --help as it is written on the command line; a
-    `positional` setting is an argument without a flag, required; `env` names the
-    environment twin where it is not the command's prefix + the field's name; a `required`
+    `positional` setting is an argument without a flag (optional when it has a default);
+    `env` names the environment twin where it is not the command's prefix + the field's
+    name; a `required`
     flag has no default; a `many` positional takes one or more values, a `many` flag may be
     repeated (either way the field holds a tuple)."""
     choices = tuple(choices) if choices else None
@@ -178,12 +179,14 @@ def _add_flag(parser, name, declaration: _Declaration, default, env, environ) ->
             choices = ", ".join(declaration.choices)
             raise UserError(f"{env}={environ[env]!r} ({flag}): choose from {choices}")
     if declaration.positional:
+        optional = default is not None and not declaration.many
         parser.add_argument(
             name,
             type=declaration.parse,
-            nargs="+" if declaration.many else None,
+            nargs="+" if declaration.many else "?" if optional else None,
+            default=default,
             metavar=declaration.metavar,
-            help=declaration.help,
+            help=f"{declaration.help} [default {shown}]" if optional else declaration.help,
         )
         return
     if declaration.many:

@@ -11,6 +11,7 @@ from tests.test_serving_process import assert_one_line_error
 BAD_VALUES = [
     ("training.run", "--epochs", "-1"),
     ("training.run", "--distribute", "ring"),
+    ("training.bundled.build_archive", "--no-such-flag"),
     ("export.run", "--speed-repeats", "-3"),
     ("export.summary", "artifacts", "--no-such-flag"),
     ("serving", "--max-batch-size", "0"),

