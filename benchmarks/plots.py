@@ -187,3 +187,51 @@ def training_wall_times(rounds: list[list[dict]], path: Path) -> Path:
     axis.legend()
     axis.grid(alpha=0.3, axis="y")
     return save(figure, path)
+
+
+def robustness_accuracy(rows: list[dict], path: Path) -> Path:
+    """Accuracy per shift, mild and strong side by side, one panel per model; the targets'
+    99 % and 97 % as lines."""
+    models = sorted({row["model"] for row in rows})
+    figure, axes = plt.subplots(len(models), 1, figsize=(11, 3.6 * len(models)), squeeze=False)
+    for axis, model in zip(axes[:, 0], models, strict=True):
+        mine = [row for row in rows if row["model"] == model]
+        shifts = list(dict.fromkeys(row["shift"] for row in mine if row["shift"] != "clean"))
+        clean = next(row["accuracy"] for row in mine if row["shift"] == "clean")
+        for offset, strength in enumerate(("mild", "strong")):
+            values = [
+                next((r["accuracy"] for r in mine if (r["shift"], r["strength"]) == (s, strength)),
+                     np.nan) * 100
+                for s in shifts
+            ]  # fmt: skip
+            axis.bar(np.arange(len(shifts)) + (offset - 0.5) * 0.4, values, 0.4, label=strength)
+        axis.axhline(100 * clean, color="black", linewidth=1, label="clean")
+        for level, style in ((99, "--"), (97, ":")):
+            axis.axhline(level, color="grey", linestyle=style, linewidth=1)
+        axis.set_xticks(np.arange(len(shifts)))
+        axis.set_xticklabels(shifts, rotation=30, ha="right")
+        axis.set_ylim(max(0, min(r["accuracy"] for r in mine) * 100 - 5), 100.5)
+        axis.set_ylabel("accuracy %")
+        axis.set_title(model)
+        axis.legend(loc="lower left", fontsize=8)
+        axis.grid(alpha=0.3, axis="y")
+    return save(figure, path)
+
+
+def shift_examples(sets: dict, count: int, path: Path) -> Path:
+    """A grid: a row per shift and strength, the same `count` validation images (spread over
+    the set, so over the classes) in each."""
+    keys = list(sets)
+    chosen = np.linspace(0, len(sets[keys[0]]) - 1, count).astype(int)
+    figure, axes = plt.subplots(
+        len(keys), count, figsize=(1.3 * count + 1.6, 1.3 * len(keys)), squeeze=False
+    )
+    for row, key in enumerate(keys):
+        for column in range(count):
+            axis = axes[row, column]
+            axis.imshow(sets[key][chosen[column]], cmap="gray", vmin=0, vmax=255)
+            axis.set_xticks([])
+            axis.set_yticks([])
+        axes[row, 0].set_ylabel(" ".join(key).replace("none", ""), rotation=0, ha="right",
+                                va="center", fontsize=8)  # fmt: skip
+    return save(figure, path)
