@@ -12,6 +12,7 @@ from common.settings import comma_list, setting
 # or a path to a local VGG16 notop .h5; "digits" = the offline fallback backbone directly
 BASE_WEIGHTS_CHOICES = ("auto", "imagenet", "digits")
 DISTRIBUTE_CHOICES = ("auto", "none", "mirrored", "multi-worker")  # training/distribute.py
+AUGMENTATION_PRESETS = ("standard", "robust")  # training/augment.py AUGMENTATIONS
 
 
 def model_names(value: str) -> tuple[str, ...]:
@@ -102,6 +103,17 @@ class TrainConfig:
         0, "at most N images per class, deterministic (0: all)", parse=non_negative_int
     )
     export: bool = setting(True, "publish to OUTPUT/model_repository after training")
+    augmentation: str = setting(
+        "standard",
+        "augmentation preset: standard, or robust (training/augment.py)",
+        choices=AUGMENTATION_PRESETS,
+    )
+    font_digits: int = setting(
+        0,
+        "digits rendered from installed fonts, per class, added to the training split only "
+        "(training/font_digits.py; 0: none)",
+        parse=non_negative_int,
+    )
     verbose: int = setting(1, "Keras progress bars (2: one line per epoch)", parse=int,
                            choices=(0, 1, 2))  # fmt: skip
     learning_rate: float = 1e-3  # scratch CNN, and the VGG16 head in phase 1
@@ -112,7 +124,10 @@ class TrainConfig:
         2, "VGG16: augmented passes whose frozen-block features are cached",
         parse=non_negative_int,
     )  # fmt: skip
-    early_stopping_patience: int = 3
+    early_stopping_patience: int = setting(
+        3, "epochs without a better val_loss before a phase stops", parse=positive_int,
+        flag="--patience",
+    )  # fmt: skip
     pretrain: PretrainConfig = PretrainConfig()
     distribute: str = setting(
         "auto",

@@ -32,13 +32,18 @@ def _float_batches(slices: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
 
 
 def training_dataset(
-    images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    seed: int,
+    augmentation: str = "standard",
 ) -> tf.data.Dataset:
     """Shuffled (seeded, reshuffled each epoch), batched, augmented."""
     slices = _image_slices(images, labels).shuffle(
         len(images), seed=seed, reshuffle_each_iteration=True
     )
-    return augment_batches(_float_batches(slices, batch_size), seed).prefetch(tf.data.AUTOTUNE)
+    batches = _float_batches(slices, batch_size)
+    return augment_batches(batches, seed, augmentation).prefetch(tf.data.AUTOTUNE)
 
 
 def evaluation_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
@@ -57,8 +62,12 @@ def feature_dataset(
 
 
 def augmented_dataset(
-    images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    seed: int,
+    augmentation: str = "standard",
 ) -> tf.data.Dataset:
     """One augmented pass over the images, in order (to precompute augmented features)."""
     batches = _float_batches(_image_slices(images, labels), batch_size)
-    return augment_batches(batches, seed).prefetch(tf.data.AUTOTUNE)
+    return augment_batches(batches, seed, augmentation).prefetch(tf.data.AUTOTUNE)

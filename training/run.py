@@ -17,6 +17,7 @@ from training.bundled.materialise import materialise_bundled_digits
 from training.cluster import cluster_role
 from training.config import BASE_WEIGHTS_CHOICES, TrainConfig
 from training.data import load_dataset
+from training.font_digits import with_font_digits
 
 
 def prepare_output_dir(path: Path) -> None:
@@ -59,6 +60,9 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         config.skip_bad_files,
         config.limit_per_class,
     )
+    if config.font_digits:
+        train = with_font_digits(train, config.font_digits, config.seed)
+        print(f"font digits: {config.font_digits} per class added to the training split")
     if role.is_chief:  # the other workers of a multi-worker run write none of the run's files
         prepare_output_dir(config.output_dir)
     print(

@@ -16,7 +16,9 @@ from training.reproducibility import make_reproducible
 def image_data(config: TrainConfig, train: Split, validation: Split) -> Callable:
     """Augmented training images and plain validation images, as datasets, on demand."""
     return lambda: (
-        training_dataset(train.images, train.labels, config.batch_size, config.seed),
+        training_dataset(
+            train.images, train.labels, config.batch_size, config.seed, config.augmentation
+        ),
         evaluation_dataset(validation.images, validation.labels, EVAL_BATCH_SIZE),
     )
 

@@ -52,7 +52,13 @@ class FeatureCache:
             config, train, validation = self.config, self.train, self.validation
             start = time.perf_counter()
             passes = [evaluation_dataset(train.images, train.labels, EVAL_BATCH_SIZE)] + [
-                augmented_dataset(train.images, train.labels, EVAL_BATCH_SIZE, config.seed + k)
+                augmented_dataset(
+                    train.images,
+                    train.labels,
+                    EVAL_BATCH_SIZE,
+                    config.seed + k,
+                    config.augmentation,
+                )  # fmt: skip
                 for k in range(config.augmented_copies)
             ]
             predict = self.parts.trunk.predict
