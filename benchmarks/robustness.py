@@ -66,6 +66,28 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray) ->
     return float(error)
 
 
+TEMPERATURES = np.round(np.arange(0.5, 4.01, 0.05), 2)
+
+
+def temperature_scaled(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log p / T): what a temperature layer at the end of the graph would return."""
+    logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    exponentials = np.exp(logits)
+    return exponentials / exponentials.sum(axis=1, keepdims=True)
+
+
+def fitted_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature with the least negative log-likelihood on these (clean) images."""
+    rows = np.arange(len(labels))
+
+    def nll(t: float) -> float:
+        chosen = temperature_scaled(probabilities, t)[rows, labels]
+        return -np.mean(np.log(np.clip(chosen, 1e-12, 1)))
+
+    return float(min(TEMPERATURES, key=nll))
+
+
 def scores(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     return {
         "accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
@@ -114,18 +136,23 @@ def markdown(results: dict) -> str:
         f"{results['images']} validation images (the held-out 20 % split), each shift at its "
         f"mild and strong setting, through each model's ONNX graph on {machine['cpu_model']} "
         f"({machine['usable_cores']} cores). ECE: expected calibration error, "
-        f"{CALIBRATION_BINS} bins (0 = confidence means what it says).",
+        f"{CALIBRATION_BINS} bins (0 = confidence means what it says); ECE at T: the same "
+        "after temperature scaling, T fitted by negative log-likelihood on the clean "
+        "validation images ("
+        + ", ".join(f"{m} T = {t:g}" for m, t in temperatures(results["rows"]).items())
+        + ").",
         "",
     ]
     models = sorted({row["model"] for row in results["rows"]})
-    header = ["shift", "strength"] + [f"{m} acc / ECE" for m in models]
+    header = ["shift", "strength"] + [f"{m} acc / ECE / ECE at T" for m in models]
     by_key = {(r["model"], r["shift"], r["strength"]): r for r in results["rows"]}
     keys = list(dict.fromkeys((r["shift"], r["strength"]) for r in results["rows"]))
     rows = [
         [shift, strength]
         + [
             f"{100 * by_key[(m, shift, strength)]['accuracy']:.2f} % / "
-            f"{by_key[(m, shift, strength)]['ece']:.3f}"
+            f"{by_key[(m, shift, strength)]['ece']:.3f} / "
+            f"{by_key[(m, shift, strength)]['ece_temperature_scaled']:.3f}"
             for m in models
         ]
         for shift, strength in keys
@@ -140,6 +167,10 @@ def markdown(results: dict) -> str:
     lines += ["", f"![accuracy per shift]({results['figure']})", "",
               f"![examples]({results['examples_figure']})", ""]  # fmt: skip
     return "\n".join(lines)
+
+
+def temperatures(rows: list[dict]) -> dict[str, float]:
+    return {row["model"]: row["temperature"] for row in rows}
 
 
 def read_targets(path: Path) -> dict:
@@ -157,11 +188,16 @@ def evaluate(models: dict[str, Path], sets: dict, labels: np.ndarray) -> list[di
     with tqdm(total=len(models) * len(sets), unit="set", file=sys.stderr) as progress:
         for model, folder in models.items():
             predict, provider = onnx_predict(folder)
+            temperature = None  # fitted on the clean images, the first set
             for (shift, strength), images in sets.items():
                 progress.set_description(f"{model} {shift} {strength}")
                 probabilities = predict_in_batches(predict, images, BATCH_SIZE)
-                rows.append({"model": model, "shift": shift, "strength": strength,
-                             "provider": provider, **scores(probabilities, labels)})  # fmt: skip
+                temperature = temperature or fitted_temperature(probabilities, labels)
+                scaled = temperature_scaled(probabilities, temperature)
+                row = {"model": model, "shift": shift, "strength": strength, "provider": provider}
+                row |= scores(probabilities, labels) | {"temperature": temperature}
+                row["ece_temperature_scaled"] = expected_calibration_error(scaled, labels)
+                rows.append(row)
                 progress.update(1)
     return rows
 
