@@ -17,7 +17,7 @@ from tqdm import tqdm
 from benchmarks import plots
 from benchmarks.accuracy_report import accuracy_markdown, overview_lines
 from benchmarks.classification import agreement, classification_report
-from benchmarks.config import DEFAULT_REPOSITORY, DEFAULT_VALIDATION_FILE, RESULTS_DIR
+from benchmarks.config import DEFAULT_VALIDATION_FILE, RESULTS_DIR, EvaluatedModels
 from benchmarks.datasets import Dataset, load_folder, load_validation
 from benchmarks.machine import machine_info
 from benchmarks.results_files import write_results
@@ -29,7 +29,7 @@ from common.images import invert_polarity
 from common.model_runtime import predict_in_batches, savedmodel_predict
 from common.ownership import claim_folder
 from common.repository import read_metadata
-from common.settings import comma_list, parse_settings, setting
+from common.settings import parse_settings, setting, settings_group
 
 SCHEMA = "digits-benchmarks/accuracy/1"
 POLARITIES = ("normal", "inverted")
@@ -39,13 +39,7 @@ BATCH_SIZE = 64  # images per in-process ONNX Runtime / SavedModel run
 
 @dataclass(frozen=True)
 class AccuracyCommand:
-    model_repository: Path = setting(DEFAULT_REPOSITORY, "model repository", parse=Path)
-    models: tuple[str, ...] = setting(
-        (), "models to measure (unset: every model in the repository)", parse=comma_list
-    )
-    validation_file: Path = setting(
-        DEFAULT_VALIDATION_FILE, "training's validation split", parse=Path
-    )
+    inputs: EvaluatedModels = settings_group(EvaluatedModels(), prefix="")
     data_dir: Path | None = setting(
         None, "also a folder in the Hand_written_digits layout (0_digits, ...)", parse=Path
     )
@@ -73,11 +67,12 @@ def parse_args(argv: list[str] | None = None) -> AccuracyCommand:
 
 def load_datasets(args: AccuracyCommand) -> list[Dataset]:
     datasets = []
-    if args.validation_file.exists():
-        datasets.append(load_validation(args.validation_file))
-    elif args.validation_file != DEFAULT_VALIDATION_FILE or args.data_dir is None:
+    validation_file = args.inputs.validation_file
+    if validation_file.exists():
+        datasets.append(load_validation(validation_file))
+    elif validation_file != DEFAULT_VALIDATION_FILE or args.data_dir is None:
         raise UserError(
-            f"validation split not found: {args.validation_file} (train first, or give --data-dir)"
+            f"validation split not found: {validation_file} (train first, or give --data-dir)"
         )
     if args.data_dir is not None:
         datasets.append(load_folder(args.data_dir, args.skip_bad_files))
@@ -189,7 +184,7 @@ def training_check(models: dict[str, Path], evaluations: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    models = resolve_models(args.model_repository, args.models)
+    models = resolve_models(args.inputs.model_repository, list(args.inputs.models))
     datasets = load_datasets(args)
     client = None
     if args.target:

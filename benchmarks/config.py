@@ -6,7 +6,7 @@ from pathlib import Path
 from common.cli import non_negative_float, positive_float, positive_int
 from common.contract import DEFAULT_OUTPUT
 from common.repository import REPOSITORY_FOLDER
-from common.settings import positive_ints, setting
+from common.settings import comma_list, positive_ints, setting
 from common.validation_split import VALIDATION_FILE
 
 DEFAULT_REPOSITORY = Path(DEFAULT_OUTPUT) / REPOSITORY_FOLDER
@@ -64,3 +64,16 @@ QUICK = dict(
 def quick(config: LatencyConfig) -> LatencyConfig:
     """The `--quick` variant: fewer, shorter cells (a smoke run, not figures to quote)."""
     return replace(config, **QUICK)
+
+
+@dataclass(frozen=True)
+class EvaluatedModels:
+    """Which published models a benchmark measures, and on which images."""
+
+    model_repository: Path = setting(DEFAULT_REPOSITORY, "model repository", parse=Path)
+    models: tuple[str, ...] = setting(
+        (), "models (unset: every model in the repository)", parse=comma_list
+    )
+    validation_file: Path = setting(
+        DEFAULT_VALIDATION_FILE, "training's validation split", parse=Path
+    )

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks import plots
-from benchmarks.config import DEFAULT_REPOSITORY, DEFAULT_VALIDATION_FILE, RESULTS_DIR
+from benchmarks.config import RESULTS_DIR, EvaluatedModels
 from benchmarks.machine import machine_info
 from benchmarks.results_files import table, write_results
 from benchmarks.runtimes import onnx_predict, resolve_models
@@ -28,7 +28,7 @@ from benchmarks.shifts import ONE_SETTING, SHIFTS, STRENGTHS
 from common.cli import UserError, positive_int, run_cli
 from common.model_runtime import predict_in_batches
 from common.ownership import claim_folder
-from common.settings import comma_list, parse_settings, setting
+from common.settings import comma_list, parse_settings, setting, settings_group
 from common.validation_split import load_validation_split
 
 ROBUSTNESS_TARGETS = Path(__file__).resolve().parent / "targets" / "robustness.json"
@@ -38,13 +38,7 @@ BATCH_SIZE = 64
 
 @dataclass(frozen=True)
 class RobustnessCommand:
-    model_repository: Path = setting(DEFAULT_REPOSITORY, "model repository", parse=Path)
-    models: tuple[str, ...] = setting(
-        (), "models (unset: every model in the repository)", parse=comma_list
-    )
-    validation_file: Path = setting(
-        DEFAULT_VALIDATION_FILE, "training's validation split", parse=Path
-    )
+    inputs: EvaluatedModels = settings_group(EvaluatedModels(), prefix="")
     shifts: tuple[str, ...] = setting(tuple(SHIFTS), "shifts to run", parse=comma_list)
     limit: int = setting(0, "at most N validation images (0: all)", parse=int)
     examples: int = setting(4, "example images per shift in the PNG grid", parse=positive_int)
@@ -211,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--shifts: unknown {', '.join(sorted(unknown))}; choose from "
                         f"{', '.join(SHIFTS)}")  # fmt: skip
     spec = read_targets(command.targets)
-    models = resolve_models(command.model_repository, list(command.models))
-    images, labels = load_validation_split(command.validation_file)
+    models = resolve_models(command.inputs.model_repository, list(command.inputs.models))
+    images, labels = load_validation_split(command.inputs.validation_file)
     if command.limit > 0:
         images, labels = images[: command.limit], labels[: command.limit]
     output = claim_folder(command.output)

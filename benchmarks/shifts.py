@@ -86,48 +86,45 @@ def rotation(images: np.ndarray, strength: str) -> np.ndarray:
     )
 
 
-def shear(images: np.ndarray, strength: str) -> np.ndarray:
-    """Slanted writing: a horizontal shear of 0.15 (mild) or 0.3 (strong), about the centre."""
-    amount = {"mild": 0.15, "strong": 0.3}[strength]
-    signs = _signs(len(images), 2)
+def _affine(images: np.ndarray, matrix_for: Callable[[int, int, int], tuple]) -> np.ndarray:
+    """Each image through PIL's affine map `matrix_for(index, width, height)` (output pixel
+    to input pixel), filled with the image's own background."""
 
     def transform(im: Image.Image, i: int) -> Image.Image:
-        k = signs[i] * amount
-        matrix = (1.0, k, -k * im.height / 2, 0.0, 1.0, 0.0)
         fill = background(np.asarray(im))
+        matrix = matrix_for(i, im.width, im.height)
         return im.transform(im.size, Image.AFFINE, matrix, Image.BILINEAR, fillcolor=fill)
 
     return _each(images, transform)
+
+
+def shear(images: np.ndarray, strength: str) -> np.ndarray:
+    """Slanted writing: a horizontal shear of 0.15 (mild) or 0.3 (strong), about the centre."""
+    shears = _signs(len(images), 2) * {"mild": 0.15, "strong": 0.3}[strength]
+    return _affine(images, lambda i, w, h: (1.0, shears[i], -shears[i] * h / 2, 0.0, 1.0, 0.0))
 
 
 def off_centre(images: np.ndarray, strength: str) -> np.ndarray:
     """Moved by 10 % (mild) or 20 % (strong) of the side, in a seeded direction."""
     fraction = {"mild": 0.10, "strong": 0.20}[strength]
-    rng = np.random.default_rng(3)
-    angles = rng.uniform(0, 2 * np.pi, size=len(images))
+    angles = np.random.default_rng(3).uniform(0, 2 * np.pi, size=len(images))
 
-    def transform(im: Image.Image, i: int) -> Image.Image:
-        dx = fraction * im.width * np.cos(angles[i])
-        dy = fraction * im.height * np.sin(angles[i])
-        matrix = (1.0, 0.0, -dx, 0.0, 1.0, -dy)
-        fill = background(np.asarray(im))
-        return im.transform(im.size, Image.AFFINE, matrix, Image.BILINEAR, fillcolor=fill)
+    def matrix(i: int, width: int, height: int) -> tuple:
+        dx, dy = fraction * width * np.cos(angles[i]), fraction * height * np.sin(angles[i])
+        return (1.0, 0.0, -dx, 0.0, 1.0, -dy)
 
-    return _each(images, transform)
+    return _affine(images, matrix)
 
 
 def rescaled(images: np.ndarray, strength: str) -> np.ndarray:
     """A smaller digit in the same frame: 75 % (mild) or 50 % (strong) of its size, centred."""
-    scale = {"mild": 0.75, "strong": 0.5}[strength]
+    inverse = 1.0 / {"mild": 0.75, "strong": 0.5}[strength]
 
-    def transform(im: Image.Image, _: int) -> Image.Image:
-        inverse = 1.0 / scale
-        cx, cy = im.width / 2, im.height / 2
-        matrix = (inverse, 0.0, cx - inverse * cx, 0.0, inverse, cy - inverse * cy)
-        fill = background(np.asarray(im))
-        return im.transform(im.size, Image.AFFINE, matrix, Image.BILINEAR, fillcolor=fill)
+    def matrix(_: int, width: int, height: int) -> tuple:
+        cx, cy = width / 2, height / 2
+        return (inverse, 0.0, cx - inverse * cx, 0.0, inverse, cy - inverse * cy)
 
-    return _each(images, transform)
+    return _affine(images, matrix)
 
 
 def noise(images: np.ndarray, strength: str) -> np.ndarray:

@@ -45,18 +45,26 @@ AUGMENTATIONS = {
 }
 
 
-class RandomStrokeWidth(keras.layers.Layer):
-    """Per image: unchanged, or the strokes dilated or eroded by a 3x3 or 5x5 window.
-    Max- and min-pooling are dilation and erosion of light ink and the reverse of dark ink:
-    choosing among all of them covers both polarities without knowing which an image has."""
+class SeededTransform(keras.layers.Layer):
+    """A random transform that runs only when training, its random ops seeded with `seed`."""
 
     def __init__(self, seed: int, **kwargs):
         super().__init__(**kwargs)
         self.seed = seed
 
     def call(self, images: tf.Tensor, training: bool = True) -> tf.Tensor:
-        if not training:
-            return images
+        return self.transform(images) if training else images
+
+    def transform(self, images: tf.Tensor) -> tf.Tensor:
+        raise NotImplementedError
+
+
+class RandomStrokeWidth(SeededTransform):
+    """Per image: unchanged, or the strokes dilated or eroded by a 3x3 or 5x5 window.
+    Max- and min-pooling are dilation and erosion of light ink and the reverse of dark ink:
+    choosing among all of them covers both polarities without knowing which an image has."""
+
+    def transform(self, images: tf.Tensor) -> tf.Tensor:
         variants = [images]
         for window in STROKE_WINDOWS:
             pool = lambda x, w=window: tf.nn.max_pool2d(x, w, 1, "SAME")  # noqa: E731
@@ -69,17 +77,11 @@ class RandomStrokeWidth(keras.layers.Layer):
         return tf.gather(tf.transpose(stacked, [1, 0, 2, 3, 4]), pick, batch_dims=1)
 
 
-class RandomLowResolution(keras.layers.Layer):
+class RandomLowResolution(SeededTransform):
     """For a share of the batches: every image down to a random side and back up, as a cheap
     scanner or a thumbnail gives (and a blur)."""
 
-    def __init__(self, seed: int, **kwargs):
-        super().__init__(**kwargs)
-        self.seed = seed
-
-    def call(self, images: tf.Tensor, training: bool = True) -> tf.Tensor:
-        if not training:
-            return images
+    def transform(self, images: tf.Tensor) -> tf.Tensor:
         low, high = LOW_RESOLUTION_SIDES
         draws = tf.random.uniform([2], seed=self.seed)
         side = tf.cast(low + draws[0] * (high - low), tf.int32)
@@ -88,17 +90,11 @@ class RandomLowResolution(keras.layers.Layer):
         return tf.cond(draws[1] < LOW_RESOLUTION_SHARE, lambda: blurred, lambda: images)
 
 
-class RandomBackgroundGradient(keras.layers.Layer):
+class RandomBackgroundGradient(SeededTransform):
     """Uneven lighting: a linear ramp in a random direction, up to BACKGROUND_GRADIENT grey
     levels, added towards the paper's side (the ink is whichever side is the minority)."""
 
-    def __init__(self, seed: int, **kwargs):
-        super().__init__(**kwargs)
-        self.seed = seed
-
-    def call(self, images: tf.Tensor, training: bool = True) -> tf.Tensor:
-        if not training:
-            return images
+    def transform(self, images: tf.Tensor) -> tf.Tensor:
         count, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
         draws = tf.random.uniform([count, 2], seed=self.seed)
         angle = 2 * 3.141592653589793 * draws[:, 0]
