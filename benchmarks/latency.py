@@ -270,9 +270,10 @@ def main(argv: list[str] | None = None) -> int:
                     batching = setting == analysis.BATCHING
                     extra = shlex.split(args.server_args)
                     server = benchmark_server(
-                        repository, batching, log, *extra, max_batch_size=config.max_batch_size
-                    )
-                    server.start_timeout_s = config.server_start_timeout_s
+                        repository, batching, log, *extra,
+                        max_batch_size=config.max_batch_size,
+                        start_timeout_s=config.server_start_timeout_s,
+                    )  # fmt: skip
                     with server:
                         servers[setting] = {
                             "command": server.command[1:],

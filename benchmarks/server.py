@@ -38,14 +38,6 @@ def require_serving(target: str) -> None:
         raise UserError(f"no SERVING digits server reachable at {target}")
 
 
-def started_record(log_file: Path) -> dict:
-    """The server's JSON "server started" log line (models, versions, provider), if found."""
-    for line in Path(log_file).read_text(errors="replace").splitlines():
-        if "server started" in line:
-            return parsed_line(line)
-    return {}
-
-
 def parsed_line(line: str) -> dict:
     try:
         return json.loads(line)
@@ -145,6 +137,7 @@ def benchmark_server(
     *extra_args: str,
     max_batch_size: int = 64,
     cwd: Path | None = None,
+    start_timeout_s: float = 180.0,
 ) -> ServerProcess:
     """The server a benchmark drives: loopback, any free port, JSON logs, metrics on."""
     return ServerProcess(
@@ -152,7 +145,7 @@ def benchmark_server(
         "--metrics-port", str(free_port()), "--max-batch-size", str(max_batch_size),
         "--grace-seconds", "1", "--log-format", "json",
         *([] if batching else ["--no-batching"]), *extra_args,
-        log_file=log_file, cwd=cwd,
+        log_file=log_file, cwd=cwd, start_timeout_s=start_timeout_s,
     )  # fmt: skip
 
 

@@ -52,7 +52,6 @@ def setting(
     env: str | None = None,
     required: bool = False,
     many: bool = False,
-    default_factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A dataclass field that is also a command-line setting (see the module docstring);
     `show` writes the default for --help as it is written on the command line; a
@@ -65,8 +64,6 @@ def setting(
     declaration = _Declaration(
         help, parse, choices, flag, metavar, show, positional, env, required, many
     )
-    if default_factory is not None:
-        return dataclasses.field(default_factory=default_factory, metadata={_KEY: declaration})
     return dataclasses.field(default=default, metadata={_KEY: declaration})
 
 
