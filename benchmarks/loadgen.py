@@ -24,6 +24,9 @@ BAD_RESPONSE = "BAD_RESPONSE"  # a reply whose prediction count does not match t
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # each channel its own connection (by default channels to one target share one), so a
+    # server with several worker processes sees several connections to spread
+    ("grpc.use_local_subchannel_pool", 1),
 ]
 
 
@@ -49,6 +52,7 @@ class Cell:
     images_per_request: int
     warmup_s: float
     duration_s: float
+    connections: int = 1  # callers spread over this many connections (channels)
 
 
 @dataclass
@@ -96,16 +100,20 @@ async def run_cell_async(
     """Drive one cell and summarise it (throughput, latency percentiles, errors by code, CPU,
     and what the server reports of its batches when it has a probe)."""
     probe = probe or ServerProbe()
-    async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
-        await asyncio.wait_for(channel.channel_ready(), timeout=timeout_s)
-        call = channel.unary_unary(protocol.method)
+    channels = [
+        grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) for _ in range(cell.connections)
+    ]
+    try:
+        for channel in channels:
+            await asyncio.wait_for(channel.channel_ready(), timeout=timeout_s)
+        calls = [channel.unary_unary(protocol.method) for channel in channels]
         now = time.perf_counter()
         window = Window(now + cell.warmup_s, now + cell.warmup_s + cell.duration_s)
         records: list[tuple[float, str]] = []
         tasks = [
             asyncio.create_task(
                 caller(
-                    call,
+                    calls[k % len(calls)],
                     protocol.answered,
                     requests,
                     cell.images_per_request,
@@ -124,6 +132,8 @@ async def run_cell_async(
         for task in tasks:  # callers still waiting on a reply are abandoned (and cancelled)
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await asyncio.gather(*(channel.close() for channel in channels))
     return summarise(cell, records, start, end)
 
 

@@ -14,6 +14,7 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.cli import UserError
+from common.processes import tree_cpu_seconds
 from serving.healthcheck import SERVICE_NAME, health_status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,14 +186,8 @@ class ServerProbe:
 
 
 def process_cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU seconds of another process, from /proc (None where unavailable)."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of another process and its worker processes (None where unavailable)."""
+    return None if pid is None else tree_cpu_seconds(pid)
 
 
 def server_deltas(model: str, start: dict, end: dict, seconds: float) -> dict:

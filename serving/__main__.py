@@ -14,13 +14,17 @@ from common.cli import run_cli  # noqa: E402
 from serving.config import parse_config  # noqa: E402
 from serving.logs import configure_logging  # noqa: E402
 from serving.server import serve  # noqa: E402
+from serving.workers import serve_workers, worker_count  # noqa: E402
 
 
 def main() -> int:
     config = parse_config()
-    configure_logging(config.log_format)
+    workers = worker_count(config)
+    configure_logging(config.log_format, process="supervisor" if workers > 1 else None)
     for line in onnxruntime_import_output:
         logging.getLogger("serving").warning("onnxruntime at import", extra={"output": line})
+    if workers > 1:
+        return serve_workers(config, workers)
     asyncio.run(serve(config))
     return 0
 

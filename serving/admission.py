@@ -9,8 +9,6 @@ admitted ones finish, and it counts them, so a drain can prove none was lost.
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from serving import errors
 
@@ -37,8 +35,10 @@ class Admission:
             f"{size} would pass the limit of {self.max_bytes}; retry later"
         )
 
-    @contextmanager
-    def admit(self, size: int) -> Iterator[None]:
+    def admit(self, size: int) -> None:
+        """Take on a request of `size` bytes (release() it when answered); raises
+        ServingError if closed or full. (Two calls, not a context manager: this runs on
+        every request, and contextlib's generator costs more than the bookkeeping.)"""
         if self.closed:
             raise errors.unavailable("server is shutting down; retry (another replica)")
         if (reason := self.refusal(size)) is not None:
@@ -46,11 +46,10 @@ class Admission:
         self.inflight_bytes += size
         self.in_progress += 1
         self.admitted += 1
-        try:
-            yield
-        finally:
-            self.inflight_bytes -= size
-            self.in_progress -= 1
+
+    def release(self, size: int) -> None:
+        self.inflight_bytes -= size
+        self.in_progress -= 1
 
     async def close_and_drain(self, timeout: float | None) -> bool:
         """Admit nothing more; wait until every admitted request is answered (or timeout)."""

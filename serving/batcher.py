@@ -72,7 +72,7 @@ class Batcher:
         self.capacity = capacity
         self.batching = batching
         self.executor = executor
-        self.metrics = metrics
+        self.metrics = metrics.for_model(model.name)
         self.pending_images = 0
         self.stats = VersionStatistics()
         self._queue: asyncio.Queue = asyncio.Queue()
@@ -110,7 +110,7 @@ class Batcher:
 
     def _count_pending(self, images: int) -> None:
         self.pending_images += images
-        self.metrics.queue_depth.labels(self.model.name).inc(images)
+        self.metrics.queue_depth.inc(images)
 
     async def _run(self) -> None:
         while True:
@@ -187,8 +187,8 @@ class Batcher:
                 if not job.future.done():
                     job.future.set_exception(errors.internal(f"inference failed: {error}"))
             return
-        self.metrics.batch_size.labels(self.model.name).observe(len(probabilities))
-        self.metrics.inference.labels(self.model.name).observe(infer_ns / 1e9)
+        self.metrics.batch_size.observe(len(probabilities))
+        self.metrics.inference.observe(infer_ns / 1e9)
         output_start = time.perf_counter_ns()
         offset = 0
         for job in jobs:

@@ -54,8 +54,16 @@ class ServerConfig:
     queue_capacity: int = setting(
         1024, "images waiting per model version before RESOURCE_EXHAUSTED", parse=positive_int
     )
+    workers: int = setting(
+        0,
+        "serving processes sharing the ports (0: auto, one per core on CPU, one with a GPU)",
+        parse=non_negative_int,
+    )
     intra_op_threads: int = setting(
-        0, "ONNX Runtime intra-op threads (0: ONNX Runtime's choice)", parse=non_negative_int
+        0,
+        "ONNX Runtime intra-op threads per process (0: its share of the cores with --workers, "
+        "else ONNX Runtime's choice)",
+        parse=non_negative_int,
     )
     provider: str = setting(
         "auto",

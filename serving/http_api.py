@@ -187,10 +187,13 @@ class HttpApi:
         )
         return app
 
-    async def start(self, host: str, port: int, context: ssl.SSLContext | None) -> int:
+    async def start(
+        self, host: str, port: int, context: ssl.SSLContext | None, reuse_port: bool = False
+    ) -> int:
+        """Listen (reuse_port: on a port the workers of one server share); the port."""
         self._runner = web.AppRunner(self.application(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, ssl_context=context, reuse_port=False)
+        site = web.TCPSite(self._runner, host, port, ssl_context=context, reuse_port=reuse_port)
         await site.start()
         return self._runner.addresses[0][1]
 

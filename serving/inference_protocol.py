@@ -14,7 +14,7 @@ Output `probabilities`: FP32 [N, classes]. With the classification extension (pa
 
 import functools
 import struct
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import numpy as np
 
@@ -196,10 +196,11 @@ def tensor_metadata(name: str, datatype: str, shape: list[int]):
 
 
 class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, digits: DigitClassifierService):
+    def __init__(self, digits: DigitClassifierService, ready: Callable[[], bool]):
         self.digits = digits  # its classification path, admission, metrics and registry
         self.registry = digits.registry
         self.config = digits.config
+        self.server_ready = ready  # models loaded, not draining (with workers: every worker)
 
     def _version(self, name: str, version: str) -> Batcher:
         return self.registry.get(name, parse_version(version))
@@ -245,9 +246,6 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                 )
 
     # ---- the calls, raising ServingError (shared by gRPC and HTTP) --------------------
-
-    def server_ready(self) -> bool:
-        return bool(self.registry.model_names()) and not self.digits.admission.closed
 
     def model_ready(self, name: str, version: str) -> bool:
         try:

@@ -58,10 +58,28 @@ class TextFormatter(logging.Formatter):
 LOGGERS = ("serving", "digits")  # the server's own, and the shared layers' (common/)
 
 
-def configure_logging(log_format: str, level: int = logging.INFO) -> None:
-    """Send the server's loggers' records to stdout in the chosen format."""
+class ProcessField(logging.Filter):
+    """Names the process in every record, when a server runs several (--workers)."""
+
+    def __init__(self, process: str):
+        super().__init__()
+        self.process = process
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.process_name = self.process
+        record.pid = record.process  # LogRecord's own, which the formatters leave out
+        return True
+
+
+def configure_logging(
+    log_format: str, level: int = logging.INFO, process: str | None = None
+) -> None:
+    """Send the server's loggers' records to stdout in the chosen format; with `process`,
+    each record says which process wrote it ("supervisor", "worker-0", ...) and its pid."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    if process is not None:
+        handler.addFilter(ProcessField(process))
     for name in LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

@@ -6,6 +6,9 @@ time out and whose threads are bounded, so idle or half-open connections cannot 
 
 import socket
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -17,7 +20,13 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
     make_wsgi_app,
+    multiprocess,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from common.cli import UserError
+from common.processes import process_usage
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -56,8 +65,16 @@ class BoundedMetricsServer(ThreadingMixIn, WSGIServer):
             self.slots.release()
 
 
+@dataclass(frozen=True)
+class ModelMetrics:
+    batch_size: Histogram
+    inference: Histogram
+    queue_depth: Gauge
+
+
 class ServerMetrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[str, str], tuple] = {}
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # process memory, CPU seconds, open files
         PlatformCollector(registry=self.registry)
@@ -86,6 +103,7 @@ class ServerMetrics:
             "Images waiting for a batch.",
             ["model"],
             registry=self.registry,
+            multiprocess_mode="livesum",  # with --workers: the waiting images of all workers
         )
         self.inference = Histogram(
             "digits_inference_seconds",
@@ -99,6 +117,7 @@ class ServerMetrics:
             "The version answering by default, per model.",
             ["model"],
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
 
         self.versions_refused = Counter(
@@ -109,8 +128,28 @@ class ServerMetrics:
         )
 
     def observe_request(self, model: str, status: str, seconds: float) -> None:
-        self.requests.labels(model, status).inc()
-        self.latency.labels(model, status).observe(seconds)
+        counter, latency = self._request_children(model, status)
+        counter.inc()
+        latency.observe(seconds)
+
+    def _request_children(self, model: str, status: str) -> tuple:
+        """The labelled children of one (model, status), looked up once: labels() takes a
+        lock and builds a tuple on every call, and this runs once per request."""
+        key = (model, status)
+        if (children := self._children.get(key)) is None:
+            children = self._children[key] = (
+                self.requests.labels(model, status),
+                self.latency.labels(model, status),
+            )
+        return children
+
+    def for_model(self, model: str) -> "ModelMetrics":
+        """The per-batch metrics of one model, labelled once (see _request_children)."""
+        return ModelMetrics(
+            self.batch_size.labels(model),
+            self.inference.labels(model),
+            self.queue_depth.labels(model),
+        )
 
     def answered(self, status: str) -> int:
         """Requests answered with `status` since start, all models together."""
@@ -125,13 +164,55 @@ class ServerMetrics:
 
     def serve(self, host: str, port: int) -> BoundedMetricsServer:
         """Expose /metrics over HTTP; returns the HTTP server (shutdown() stops it)."""
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        server = make_server(
-            host,
-            port,
-            make_wsgi_app(self.registry),
-            server_class=type("MetricsServer", (BoundedMetricsServer,), {"address_family": family}),
-            handler_class=QuietHandler,
+        return serve_registry(self.registry, host, port)
+
+
+def serve_registry(registry: CollectorRegistry, host: str, port: int) -> BoundedMetricsServer:
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    server = make_server(
+        host,
+        port,
+        make_wsgi_app(registry),
+        server_class=type("MetricsServer", (BoundedMetricsServer,), {"address_family": family}),
+        handler_class=QuietHandler,
+    )
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
+class WorkersCollector(Collector):
+    """Each worker process's CPU seconds and resident memory, read from /proc."""
+
+    def __init__(self, pids: Callable[[], list[int]]):
+        self.pids = pids
+
+    def collect(self):
+        cpu = CounterMetricFamily(
+            "digits_worker_cpu_seconds", "CPU time of each worker process.", labels=["worker"]
         )
-        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-        return server
+        memory = GaugeMetricFamily(
+            "digits_worker_resident_memory_bytes",
+            "Resident memory of each worker.",
+            labels=["worker"],
+        )
+        for index, pid in enumerate(self.pids()):
+            usage = process_usage(pid)
+            if usage is not None:
+                cpu.add_metric([str(index)], usage[0])
+                memory.add_metric([str(index)], usage[1])
+        yield cpu
+        yield memory
+
+
+def serve_multiprocess_metrics(
+    folder: Path, host: str, port: int, pids: Callable[[], list[int]]
+) -> BoundedMetricsServer:
+    """/metrics of all workers together (prometheus_client's multiprocess mode: each worker
+    writes its values to files in `folder`), and each worker's CPU and memory."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(folder))
+    registry.register(WorkersCollector(pids))
+    try:
+        return serve_registry(registry, host, port)
+    except OSError as error:
+        raise UserError(f"cannot serve metrics on {host}:{port}: {error.strerror}") from None

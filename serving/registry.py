@@ -38,6 +38,7 @@ class ModelRegistry:
         self.repository = Path(config.model_repository)
         self.choice = ProviderChoice(config.provider)
         self._served: dict[str, dict[int, Batcher]] = {}
+        self._newest: dict[str, Batcher] = {}  # the default version of each model
         self._failed: dict[tuple[str, int], tuple] = {}  # (model, version): its files then
         self._unloading: set[asyncio.Task] = set()
 
@@ -59,16 +60,24 @@ class ModelRegistry:
         return dict(sorted(self._served[name].items()))
 
     def get(self, name: str, version: int = 0) -> Batcher:
-        """The batcher of a version (0: the newest); NOT_FOUND if it is not loaded."""
+        """The batcher of a version (0: the newest); NOT_FOUND if it is not loaded. On every
+        request's path: no copy, no sort (the newest is kept when versions change)."""
+        if version == 0 and (newest := self._newest.get(name)) is not None:
+            return newest
         versions = self.versions(name)
-        if version == 0:
-            return versions[max(versions)]
         if version not in versions:
             raise errors.not_found(
                 f"model '{shown(name)}' has no version {version} loaded "
                 f"(loaded: {sorted(versions)})"
             )
         return versions[version]
+
+    def _versions_changed(self, name: str) -> None:
+        served = self._served.get(name)
+        if served:
+            self._newest[name] = served[max(served)]
+        else:
+            self._newest.pop(name, None)
 
     def _wanted_models(self) -> list[str]:
         return list(self.config.models) or list_models(self.repository)
@@ -171,6 +180,7 @@ class ModelRegistry:
         )
         batcher.start()
         self._served.setdefault(name, {})[version] = batcher
+        self._versions_changed(name)
         log.info(
             "model loaded",
             extra={
@@ -186,6 +196,7 @@ class ModelRegistry:
     def _retire(self, name: str, version: int) -> None:
         """Out of the lookup now; unloaded once its queued requests are answered."""
         batcher = self._served[name].pop(version)
+        self._versions_changed(name)
         task = asyncio.create_task(self._unload(batcher))
         self._unloading.add(task)
         task.add_done_callback(self._unloading.discard)
@@ -209,4 +220,5 @@ class ModelRegistry:
         """Answer everything queued on every version, then drop the sessions."""
         batchers = [b for versions in self._served.values() for b in versions.values()]
         self._served.clear()
+        self._newest.clear()
         await asyncio.gather(*(b.close() for b in batchers), *self._unloading)

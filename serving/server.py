@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from common.cli import UserError
 from protos.digits.v1 import digits_pb2_grpc
@@ -21,10 +21,11 @@ from serving.config import ServerConfig
 from serving.healthcheck import SERVICE_NAME
 from serving.http_api import HttpApi
 from serving.inference_protocol import InferenceService
-from serving.interceptors import RequestParsingInterceptor
 from serving.memory import malloc_trim, trim_after_bursts
 from serving.metrics import ServerMetrics
+from serving.peers import WorkerShare
 from serving.registry import ModelRegistry
+from serving.request_parsing import RequestParsingServer
 from serving.service import DigitClassifierService
 
 log = logging.getLogger("serving.server")
@@ -33,6 +34,7 @@ OIP_SERVICE_NAME = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceSe
 HEALTH_NAMES = ("", SERVICE_NAME)
 # One batch per model version runs at a time; two threads let two models overlap.
 INFERENCE_THREADS = 2
+PEERS_POLL_S = 0.25  # how often a worker looks at the other workers' states
 
 
 def address(host: str, port: int) -> str:
@@ -105,13 +107,15 @@ def http_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
     return context
 
 
-def server_options(config: ServerConfig) -> list[tuple[str, int]]:
-    """gRPC core options: message limits, and a bounded connection age for load balancing."""
+def server_options(config: ServerConfig, shared_port: bool) -> list[tuple[str, int]]:
+    """gRPC core options: message limits, and a bounded connection age for load balancing.
+    The port is shared only between the workers of one server (serving/workers.py); else a
+    port in use is an error, not a shared port."""
     limit = config.max_message_bytes
     options = [
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
-        ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
+        ("grpc.so_reuseport", int(shared_port)),
     ]
     if config.max_connection_age_seconds > 0:
         # Long-lived clients reconnect (after in-flight calls finish within the grace period)
@@ -125,12 +129,16 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
 
 
 class DigitServer:
-    """Everything one serving process runs; start() and stop() from inside an event loop."""
+    """Everything one serving process runs; start() and stop() from inside an event loop.
+    With `share`, it is one of several workers on the same ports (serving/workers.py)."""
 
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerConfig, share: WorkerShare | None = None):
         self.config = config
+        self.share = share
         self.metrics = ServerMetrics()
-        self.decode_workers = len(os.sched_getaffinity(0))  # the cores this process may use
+        # decoding threads: the cores this process may use, or this worker's share of them
+        cores = len(os.sched_getaffinity(0))
+        self.decode_workers = cores if share is None else max(1, cores // share.count)
         self.decode_executor = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode")
         self.inference_executor = ThreadPoolExecutor(INFERENCE_THREADS, thread_name_prefix="infer")
         self.registry = ModelRegistry(config, self.metrics, self.inference_executor)
@@ -144,11 +152,11 @@ class DigitServer:
         self._metrics_http = None
         self._watch: asyncio.Task | None = None
         self._trim: asyncio.Task | None = None
+        self._peers: asyncio.Task | None = None
 
     def _build_grpc_server(self) -> grpc.aio.Server:
         server = grpc.aio.server(
-            options=server_options(self.config),
-            interceptors=[RequestParsingInterceptor(self.admission)],
+            options=server_options(self.config, shared_port=self.share is not None),
             # calls beyond this are answered RESOURCE_EXHAUSTED before their message is read
             maximum_concurrent_rpcs=self.config.max_inflight_requests,
         )
@@ -160,19 +168,23 @@ class DigitServer:
             self.decode_executor,
             self.decode_workers,
         )
-        digits_pb2_grpc.add_DigitClassifierServicer_to_server(service, server)
-        inference = InferenceService(service)
-        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
+        parsing = RequestParsingServer(server, self.admission)  # every service's requests
+        digits_pb2_grpc.add_DigitClassifierServicer_to_server(service, parsing)
+        inference = InferenceService(service, self.serving)
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, parsing)
         self.http = HttpApi(inference, self.config.max_message_bytes)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, OIP_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, parsing)
+        names = (SERVICE_NAME, OIP_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        # enable_server_reflection() would pick the sync servicer for the stand-in server
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(names), parsing
         )
         return server
 
     def _bind(self, server: grpc.aio.Server) -> int:
         target = address(self.config.host, self.config.port)
-        check_port_free(self.config.host, self.config.port)
+        if self.share is None:  # else the supervisor holds the port for its workers
+            check_port_free(self.config.host, self.config.port)
         credentials = server_credentials(self.config)
         try:
             if credentials is None:
@@ -197,10 +209,14 @@ class DigitServer:
         """The REST API (ready answers 503 until the models are loaded)."""
         if not self.config.http_port:
             return
-        check_port_free(self.config.host, self.config.http_port)
+        shared = self.share is not None
+        if not shared:
+            check_port_free(self.config.host, self.config.http_port)
         context = http_ssl_context(self.config)
         try:
-            self.http_port = await self.http.start(self.config.host, self.config.http_port, context)
+            self.http_port = await self.http.start(
+                self.config.host, self.config.http_port, context, reuse_port=shared
+            )
         except OSError as error:
             target = address(self.config.host, self.config.http_port)
             raise UserError(f"cannot listen on {target}: {error.strerror}") from None
@@ -216,8 +232,11 @@ class DigitServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
         await self.registry.load_initial()
-        for name in HEALTH_NAMES:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.share is None:
+            await self._set_health(True)
+        else:  # SERVING once every worker serves
+            self.share.mark(True)
+            self._peers = asyncio.create_task(self._follow_peers())
         if self.config.poll_seconds > 0:
             self._watch = asyncio.create_task(self.registry.watch())
         if (trim := malloc_trim()) is not None:
@@ -225,32 +244,56 @@ class DigitServer:
         self._log_started()
         return self.port
 
+    def serving(self) -> bool:
+        """Whether this server answers: its models loaded and, with workers, every worker's."""
+        ready = bool(self.registry.model_names()) and not self.admission.closed
+        return ready and (self.share is None or self.share.all_serving())
+
+    async def _set_health(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse
+        for name in HEALTH_NAMES:
+            await self.health.set(name, status.SERVING if serving else status.NOT_SERVING)
+
+    async def _follow_peers(self) -> None:
+        """Health follows every worker's state, which the workers share (serving/peers.py)."""
+        shown = None
+        while True:
+            if (serving := self.serving()) != shown:
+                await self._set_health(serving)
+                shown = serving
+            await asyncio.sleep(PEERS_POLL_S)
+
     def _log_started(self) -> None:
         versions = {
             name: sorted(self.registry.versions(name)) for name in self.registry.model_names()
         }
-        log.info(
-            "server started",
-            extra={
-                "host": self.config.host,
-                "port": self.port,
-                "metrics_port": self.metrics_port,
-                "http_port": self.http_port,
-                "models": self.registry.model_names(),
-                "versions": versions,
-                "provider": self.registry.provider,
-                "batching": self.config.batching,
-                "max_batch_size": self.config.max_batch_size,
-                "batch_delay_us": self.config.batch_delay_us,
-                "tls": self.config.tls_cert is not None,
-            },
-        )
+        started = {
+            "host": self.config.host,
+            "port": self.port,
+            "metrics_port": self.metrics_port,
+            "http_port": self.http_port,
+            "models": self.registry.model_names(),
+            "versions": versions,
+            "provider": self.registry.provider,
+            "batching": self.config.batching,
+            "max_batch_size": self.config.max_batch_size,
+            "batch_delay_us": self.config.batch_delay_us,
+            "tls": self.config.tls_cert is not None,
+            "intra_op_threads": self.config.intra_op_threads,
+        }
+        if self.share is None:
+            log.info("server started", extra=started)
+        else:  # the supervisor says "server started" once every worker has
+            log.info("worker started", extra=started)
+            self.share.reports.put(("started", self.share.index, started))
 
     async def stop(self, grace: float | None) -> None:
         """NOT_SERVING; new requests UNAVAILABLE while the admitted ones finish (up to `grace`
         s in all); then gRPC stops and everything is released."""
+        if self.share is not None:
+            self.share.mark(False)
         await self.health.enter_graceful_shutdown()
-        for task in (self._watch, self._trim):
+        for task in (self._watch, self._trim, self._peers):
             if task is not None:
                 task.cancel()
         limit = None if grace is None else time.monotonic() + grace
@@ -267,13 +310,13 @@ class DigitServer:
         self.inference_executor.shutdown(wait=True)
 
 
-async def serve(config: ServerConfig) -> None:
+async def serve(config: ServerConfig, share: WorkerShare | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = DigitServer(config)
+    server = DigitServer(config, share)
     try:
         await server.start()
     except BaseException:
@@ -282,11 +325,13 @@ async def serve(config: ServerConfig) -> None:
     await stop.wait()
     log.info("shutting down", extra={"grace_seconds": config.grace_seconds})
     await server.stop(config.grace_seconds)
-    log.info(
-        "server stopped",
-        extra={
-            "requests_admitted": server.admission.admitted,
-            "requests_unanswered": server.admission.in_progress,  # 0 unless grace ran out
-            "requests_answered_ok": server.metrics.answered("OK"),
-        },
-    )
+    counts = {
+        "requests_admitted": server.admission.admitted,
+        "requests_unanswered": server.admission.in_progress,  # 0 unless grace ran out
+        "requests_answered_ok": server.metrics.answered("OK"),
+    }
+    if share is None:
+        log.info("server stopped", extra=counts)
+    else:  # the supervisor adds up every worker's counts in its "server stopped"
+        log.info("worker stopped", extra=counts)
+        share.reports.put(("stopped", share.index, counts))

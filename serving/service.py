@@ -143,8 +143,11 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         label = name if self.registry.serves(name) else UNKNOWN_MODEL
         status = grpc.StatusCode.OK
         try:
-            with self.admission.admit(size):
+            self.admission.admit(size)
+            try:
                 return await work()
+            finally:
+                self.admission.release(size)
         except errors.ServingError as error:
             status = error.code
             log.info(

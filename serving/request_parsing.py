@@ -1,7 +1,7 @@
-"""Requests are parsed by the interceptor: refused early when the server is full, and a
-request that is not valid protobuf answers INVALID_ARGUMENT, for every service.
+"""Requests are parsed by the server's wrapper of each method: refused early when the server
+is full, and a request that is not valid protobuf answers INVALID_ARGUMENT, for every service.
 
-gRPC would answer bad bytes with UNKNOWN and a Python exception name. The interceptor parses
+gRPC would answer bad bytes with UNKNOWN and a Python exception name. The wrapper parses
 each request itself and hands the method either the message or a RefusedRequest, which the
 wrapped method answers with its status before the servicer sees it. A request larger than
 what the byte admission has room for is refused before it is parsed, so a flood of large
@@ -93,14 +93,30 @@ WRAPPERS = {
 }
 
 
-class RequestParsingInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, admission: Admission):
+class RequestParsingServer:
+    """Stands in for the grpc.aio.Server in the generated add_*Servicer_to_server functions
+    and wraps each method handler once, when it is registered. (A grpc.aio interceptor did
+    the same on every call: an extra coroutine and a handler copy per request.)
+
+    The generated functions register every service twice, as a generic handler and as
+    registered methods (gRPC's faster lookup); both are built here from the wrapped handlers.
+    """
+
+    def __init__(self, server: grpc.aio.Server, admission: Admission):
+        self.server = server
         self.admission = admission
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
-            return handler
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        """Ignored: the same handlers come again, by name, to add_registered_method_handlers."""
+
+    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
+        wrapped = {method: self.wrap(handler) for method, handler in handlers.items()}
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, wrapped),)
+        )
+        self.server.add_registered_method_handlers(service, wrapped)
+
+    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         kind, behaviour = next((k, getattr(handler, k)) for k in WRAPPERS if getattr(handler, k))
         return handler._replace(
             request_deserializer=tolerant(handler.request_deserializer, self.admission),
