@@ -103,8 +103,12 @@ class DigitClient:
         root_certificates: bytes | None = None,
         client_certificate: ClientCertificate | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        own_connection: bool = False,
     ):
         options = channel_options(max_message_bytes)
+        if own_connection:  # else channels to one target share one connection (gRPC's pool);
+            # a server with several workers serves each connection from one of them
+            options.append(("grpc.use_local_subchannel_pool", 1))
         credentials = _credentials(root_certificates, client_certificate)
         self.channel = (
             grpc.insecure_channel(target, options=options)
@@ -166,8 +170,12 @@ class AsyncDigitClient:
         root_certificates: bytes | None = None,
         client_certificate: ClientCertificate | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        own_connection: bool = False,
     ):
         options = channel_options(max_message_bytes)
+        if own_connection:  # else channels to one target share one connection (gRPC's pool);
+            # a server with several workers serves each connection from one of them
+            options.append(("grpc.use_local_subchannel_pool", 1))
         credentials = _credentials(root_certificates, client_certificate)
         self.channel = (
             grpc.aio.insecure_channel(target, options=options)

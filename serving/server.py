@@ -232,16 +232,18 @@ class DigitServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
         await self.registry.load_initial()
+        started = self._started_fields()
         if self.share is None:
             await self._set_health(True)
-        else:  # SERVING once every worker serves
+            log.info("server started", extra=started)
+        else:  # SERVING once every worker serves; the supervisor says "server started"
             self.share.mark(True)
-            self._peers = asyncio.create_task(self._follow_peers())
+            self._peers = asyncio.create_task(self._follow_peers(started))
+            log.info("worker started", extra=started)
         if self.config.poll_seconds > 0:
             self._watch = asyncio.create_task(self.registry.watch())
         if (trim := malloc_trim()) is not None:
             self._trim = asyncio.create_task(trim_after_bursts(self.admission, trim))
-        self._log_started()
         return self.port
 
     def serving(self) -> bool:
@@ -254,16 +256,20 @@ class DigitServer:
         for name in HEALTH_NAMES:
             await self.health.set(name, status.SERVING if serving else status.NOT_SERVING)
 
-    async def _follow_peers(self) -> None:
-        """Health follows every worker's state, which the workers share (serving/peers.py)."""
-        shown = None
+    async def _follow_peers(self, started: dict) -> None:
+        """Health follows every worker's state, which the workers share (serving/peers.py).
+        The supervisor hears `started` once this worker's health first says SERVING."""
+        shown, reported = None, False
         while True:
             if (serving := self.serving()) != shown:
                 await self._set_health(serving)
                 shown = serving
+            if serving and not reported:
+                self.share.reports.put(("started", self.share.index, started))
+                reported = True
             await asyncio.sleep(PEERS_POLL_S)
 
-    def _log_started(self) -> None:
+    def _started_fields(self) -> dict:
         versions = {
             name: sorted(self.registry.versions(name)) for name in self.registry.model_names()
         }
@@ -281,11 +287,7 @@ class DigitServer:
             "tls": self.config.tls_cert is not None,
             "intra_op_threads": self.config.intra_op_threads,
         }
-        if self.share is None:
-            log.info("server started", extra=started)
-        else:  # the supervisor says "server started" once every worker has
-            log.info("worker started", extra=started)
-            self.share.reports.put(("started", self.share.index, started))
+        return started
 
     async def stop(self, grace: float | None) -> None:
         """NOT_SERVING; new requests UNAVAILABLE while the admitted ones finish (up to `grace`

@@ -147,22 +147,22 @@ class Supervisor:
         self.workers[index] = process
 
     def wait_until_serving(self) -> dict:
-        """Until every worker serves: what the first one said when it started. UserError (after
-        stopping the rest) if a worker fails or exits first."""
-        started: dict = {}
-        while not (all(self.serving[:]) and started):
+        """Until every worker's health says SERVING: what worker 0 said when it started.
+        UserError (after stopping the rest) if a worker fails or exits first."""
+        started: dict[int, dict] = {}  # worker index: what it said once its health was SERVING
+        while len(started) < self.count:
             while not self.reports.empty():
                 kind, index, details = self.reports.get()
                 if kind == "failed":
                     self.stop_all(grace=0.0)
                     raise UserError(f"worker {index}: {details}")
-                started = started or details
+                started[index] = details
             for index, process in enumerate(self.workers):
                 if not process.is_alive():
                     self.stop_all(grace=0.0)
                     raise UserError(f"worker {index} exited with {process.exitcode} before serving")
             time.sleep(SUPERVISOR_POLL_S)
-        return started
+        return started[0]
 
     def watch(self, metrics_dir: Path) -> None:
         """Until SIGTERM/SIGINT: restart workers that die (their reports are not awaited)."""

@@ -1,12 +1,13 @@
-"""Faults under load, in one bounded run of a real server process (issue 11).
+"""Faults under load, in one bounded run of a real server process (issue 11), with one
+worker and with two (issue 16).
 
-Eight clients call Classify in a loop while the repository changes under the server: a new
-version, a corrupt one, stray folders and files, another good one; then SIGTERM with calls
-in flight. Every call the server admitted must be answered OK, and the client must have
-received each of those answers (the server's own count equals the client's); calls the server
-refuses once told to stop end UNAVAILABLE (or, in the instant gRPC itself stops, CANCELLED
-before reaching the service); the corrupt version never answers; the server exits 0.
-"""
+Eight clients (each on its own connection) call Classify in a loop while the repository
+changes under the server: a new version, a corrupt one, stray folders and files, another
+good one; then SIGTERM with calls in flight. Every call the server admitted must be answered
+OK, and the client must have received each of those answers (the server's own count equals
+the client's); calls the server refuses once told to stop end UNAVAILABLE (or, in the
+instant gRPC itself stops, CANCELLED before reaching the service); the corrupt version never
+answers; the server exits 0."""
 
 import json
 import shutil
@@ -16,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 import grpc
+import pytest
 
 from serving.client import DigitClient, classify_request
 from tests.serving_support import ServerProcess, add_version, digit_pixels, encode, free_port
@@ -45,7 +47,7 @@ class Load:
 
     def _run(self) -> None:
         limit = time.monotonic() + LIMIT_S
-        with DigitClient(self.target, timeout=20) as client:
+        with DigitClient(self.target, timeout=20, own_connection=True) as client:
             while not self._stop.is_set() and time.monotonic() < limit:
                 sent = time.monotonic()
                 try:
@@ -70,12 +72,15 @@ class Load:
             thread.join(30)
 
 
-def test_reloads_bad_publishes_and_sigterm_under_load(serving_repository, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reloads_bad_publishes_and_sigterm_under_load(serving_repository, tmp_path, workers):
+    """With 2 workers, the clients' 8 connections spread over both; every count is the
+    server's as a whole (the supervisor adds up its workers')."""
     repository = shutil.copytree(serving_repository, tmp_path / "model_repository")
     port = free_port()
     args = ("--model-repository", str(repository), "--port", str(port), "--metrics-port", "0",
             "--poll-seconds", "0.1", "--grace-seconds", "20",
-            "--batch-delay-us", "20000")  # fmt: skip
+            "--batch-delay-us", "20000", "--workers", str(workers))  # fmt: skip
     with ServerProcess(*args) as server, Load(f"127.0.0.1:{port}") as load:
         wait_until(lambda: len(load.outcomes) >= 50, 30)
         seen = len(load.outcomes)
