@@ -17,6 +17,7 @@ import grpc
 from benchmarks.config import CLASSIFY_METHOD, MAX_MESSAGE_BYTES
 from benchmarks.server import ServerProbe, server_deltas
 from benchmarks.stats import latency_summary
+from common.cpu import machine_cpu_times
 from protos.digits.v1 import digits_pb2
 
 OK = "OK"
@@ -126,9 +127,9 @@ async def run_cell_async(
             for k in range(cell.concurrency)
         ]
         await asyncio.sleep(max(0.0, window.start - time.perf_counter()))
-        start = (time.process_time(), await asyncio.to_thread(probe.snapshot))
+        start = (time.process_time(), await asyncio.to_thread(probe.snapshot), machine_cpu_times())
         await asyncio.sleep(max(0.0, window.end - time.perf_counter()))
-        end = (time.process_time(), await asyncio.to_thread(probe.snapshot))
+        end = (time.process_time(), await asyncio.to_thread(probe.snapshot), machine_cpu_times())
         for task in tasks:  # callers still waiting on a reply are abandoned (and cancelled)
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -140,15 +141,18 @@ async def run_cell_async(
 def summarise(
     cell: Cell,
     records: list[tuple[float, str]],
-    start: tuple[float, dict],
-    end: tuple[float, dict],
+    start: tuple[float, dict, tuple[float, float]],
+    end: tuple[float, dict, tuple[float, float]],
 ) -> dict:
+    """The cell's figures; CPU as cores busy (seconds per second of the window) for the client
+    (this process), the server (its process and workers) and the whole machine."""
     ok_latencies = [latency for latency, code in records if code == OK]
     errors = Counter(code for _, code in records if code != OK)
     client_cpu = end[0] - start[0]
     server = server_deltas(cell.model, start[1], end[1], cell.duration_s)
     images = len(ok_latencies) * cell.images_per_request
     server_cpu = server["server_cpu_s"]
+    busy, idle = (e - s for s, e in zip(start[2], end[2], strict=True))
     return {
         "model": cell.model,
         "concurrency": cell.concurrency,
@@ -164,6 +168,13 @@ def summarise(
         "client_cpu_s": client_cpu,
         "client_cpu_ms_per_request": 1000 * client_cpu / len(records) if records else None,
         **server,
+        "server_cpu_ms_per_request": None
+        if server_cpu is None or not records
+        else 1000 * server_cpu / len(records),
+        "client_cores": client_cpu / cell.duration_s,
+        "server_cores": None if server_cpu is None else server_cpu / cell.duration_s,
+        "machine_busy_cores": busy / cell.duration_s,
+        "machine_idle_share": idle / (busy + idle) if busy + idle > 0 else None,
         "cpu_ms_per_image": None
         if server_cpu is None or not images
         else 1000 * (client_cpu + server_cpu) / images,

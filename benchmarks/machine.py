@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from common.cpu import usable_cores
 from common.versions import library_versions
 
 LIBRARIES = (
@@ -29,14 +30,6 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, else the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def memory_gib() -> float | None:

@@ -235,3 +235,31 @@ def shift_examples(sets: dict, count: int, path: Path) -> Path:
         axes[row, 0].set_ylabel(" ".join(key).replace("none", ""), rotation=0, ha="right",
                                 va="center", fontsize=8)  # fmt: skip
     return save(figure, path)
+
+
+def throughput_bars(cells: dict[tuple[str, str, int, int], dict], path: Path) -> Path:
+    """Per cell (model, concurrency, images per request): each server's throughput, and the
+    cores it and the client kept busy (stacked), side by side."""
+    columns = sorted({key[1:] for key in cells})
+    servers = list(dict.fromkeys(key[0] for key in cells))
+    figure, (rate_axis, core_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.8 / len(servers)
+    for offset, server in enumerate(servers):
+        found = [cells.get((server, *column)) for column in columns]
+        positions = np.arange(len(columns)) + offset * width
+        rates = [cell["images_per_s"] if cell else 0 for cell in found]
+        server_cores = [cell["server_cores"] or 0 if cell else 0 for cell in found]
+        client_cores = [cell["client_cores"] if cell else 0 for cell in found]
+        rate_axis.bar(positions, rates, width, label=server)
+        core_axis.bar(positions, server_cores, width, label=f"{server}: server")
+        core_axis.bar(positions, client_cores, width, bottom=server_cores, alpha=0.4,
+                      label=f"{server}: client")  # fmt: skip
+    for axis in (rate_axis, core_axis):
+        axis.set_xticks(np.arange(len(columns)) + width * (len(servers) - 1) / 2)
+        axis.set_xticklabels([f"{m}\nC={c} x {k}" for m, c, k in columns], fontsize=8)
+        axis.grid(alpha=0.3, axis="y")
+    rate_axis.set_ylabel("images per second")
+    rate_axis.legend(fontsize=8)
+    core_axis.set_ylabel("cores busy (CPU s per s)")
+    core_axis.legend(fontsize=7)
+    return save(figure, path)

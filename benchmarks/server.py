@@ -14,7 +14,7 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.cli import UserError
-from common.processes import tree_cpu_seconds
+from common.cpu import tree_cpu_seconds
 from serving.healthcheck import SERVICE_NAME, health_status
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,5 @@
 """`python -m serving`: serve the model repository over gRPC until SIGTERM/SIGINT."""
 
-import asyncio
 import logging
 
 from common.native_output import captured_native_stderr
@@ -13,7 +12,7 @@ with captured_native_stderr() as onnxruntime_import_output:
 from common.cli import run_cli  # noqa: E402
 from serving.config import parse_config  # noqa: E402
 from serving.logs import configure_logging  # noqa: E402
-from serving.server import serve  # noqa: E402
+from serving.server import run_server  # noqa: E402
 from serving.workers import serve_workers, worker_count  # noqa: E402
 
 
@@ -25,7 +24,7 @@ def main() -> int:
         logging.getLogger("serving").warning("onnxruntime at import", extra={"output": line})
     if workers > 1:
         return serve_workers(config, workers)
-    asyncio.run(serve(config))
+    run_server(config)
     return 0
 
 

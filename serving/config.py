@@ -17,6 +17,7 @@ from serving.preprocess import PixelLimits
 DEFAULT_BATCH_DELAY_US = 0
 PROVIDERS = ("auto", "cuda", "cpu")
 LOG_FORMATS = ("json", "text")
+EVENT_LOOPS = ("uvloop", "asyncio")
 ENV_PREFIX = "DIGITS_"
 
 
@@ -118,6 +119,9 @@ class ServerConfig:
         "CA certificates: require and verify client certificates signed by them (mTLS)",
         parse=Path,
         metavar="PEM",
+    )
+    event_loop: str = setting(
+        "uvloop", "event loop of each process: uvloop (faster) or asyncio", choices=EVENT_LOOPS
     )
     log_format: str = setting(
         "json", "log lines on stdout as JSON objects or text", choices=LOG_FORMATS

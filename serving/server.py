@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 import ssl
@@ -10,10 +9,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from common.cli import UserError
+from common.cpu import usable_cores
 from protos.digits.v1 import digits_pb2_grpc
 from protos.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from serving.admission import Admission
@@ -137,7 +138,7 @@ class DigitServer:
         self.share = share
         self.metrics = ServerMetrics()
         # decoding threads: the cores this process may use, or this worker's share of them
-        cores = len(os.sched_getaffinity(0))
+        cores = usable_cores()
         self.decode_workers = cores if share is None else max(1, cores // share.count)
         self.decode_executor = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode")
         self.inference_executor = ThreadPoolExecutor(INFERENCE_THREADS, thread_name_prefix="infer")
@@ -310,6 +311,14 @@ class DigitServer:
             self._metrics_http.server_close()
         self.decode_executor.shutdown(wait=False, cancel_futures=True)
         self.inference_executor.shutdown(wait=True)
+
+
+def run_server(config: ServerConfig, share: WorkerShare | None = None) -> None:
+    """serve() on the configured event loop, until it returns."""
+    if config.event_loop == "uvloop":
+        uvloop.run(serve(config, share))
+    else:
+        asyncio.run(serve(config, share))
 
 
 async def serve(config: ServerConfig, share: WorkerShare | None = None) -> None:

@@ -20,7 +20,6 @@ The limits that bound the server's work (in-flight requests and bytes, queue cap
 split between the workers, so the server as a whole keeps the configured limits.
 """
 
-import asyncio
 import logging
 import math
 import multiprocessing
@@ -38,11 +37,12 @@ from pathlib import Path
 from prometheus_client import multiprocess
 
 from common.cli import UserError
+from common.cpu import usable_cores
 from serving.config import ServerConfig
 from serving.logs import configure_logging
 from serving.metrics import serve_multiprocess_metrics
 from serving.peers import WorkerShare
-from serving.server import address, check_port_free, check_tls_files, serve
+from serving.server import address, check_port_free, check_tls_files, run_server
 
 log = logging.getLogger("serving.workers")
 
@@ -50,10 +50,6 @@ METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client a
 SUPERVISOR_POLL_S = 0.1
 STOP_MARGIN_S = 10.0  # beyond the grace period, before a worker that does not exit is killed
 RESTART_DELAY_S = 1.0
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 def visible_gpus() -> int:
@@ -118,7 +114,7 @@ def run_worker(config: ServerConfig, share: WorkerShare) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor forwards it as SIGTERM
     configure_logging(config.log_format, process=share.name)
     try:
-        asyncio.run(serve(config, share))
+        run_server(config, share)
     except UserError as error:
         share.reports.put(("failed", share.index, str(error)))
         raise SystemExit(2) from None
