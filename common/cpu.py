@@ -5,21 +5,20 @@ import math
 import os
 from pathlib import Path
 
-CGROUP_V2_LIMIT = Path("/sys/fs/cgroup/cpu.max")
-CGROUP_V1_QUOTA = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
-CGROUP_V1_PERIOD = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def cgroup_cpu_limit() -> float | None:
-    """The container's CPU limit in cores (a Kubernetes `limits.cpu`), or None if unlimited."""
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
+    """The container's CPU limit in cores (a Kubernetes `limits.cpu`), or None if unlimited:
+    cgroup v2's cpu.max ("200000 100000" = 2 cores), else v1's quota and period."""
     try:
-        quota, period = CGROUP_V2_LIMIT.read_text().split()[:2]
+        quota, period = (root / "cpu.max").read_text().split()[:2]
         return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
     try:
-        quota = int(CGROUP_V1_QUOTA.read_text())
-        return None if quota <= 0 else quota / int(CGROUP_V1_PERIOD.read_text())
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        return None if quota <= 0 else quota / int((root / "cpu" / "cpu.cfs_period_us").read_text())
     except (OSError, ValueError):
         return None
 

@@ -360,6 +360,7 @@ def test_unreachable_target_and_bad_data_dir(repository: Path, tmp_path: Path, c
         "benchmarks.accuracy",
         "benchmarks.flood",
         "benchmarks.protocols",
+        "benchmarks.throughput",
     ],
 )
 def test_help(module: str):
@@ -428,3 +429,30 @@ def test_targets_are_data_and_a_bad_file_is_one_line(tmp_path):
     for path in (bad, tmp_path / "absent.json"):
         with pytest.raises(UserError, match="not a targets file.*c1_p50_over_ort_ms"):
             analysis.read_targets(path)
+
+
+def test_throughput_against_a_baseline_checkout_reports_cpu_per_side(repository, tmp_path):
+    """This checkout at 1 and 2 workers beside itself as the baseline: every cell has the
+    cores of each side, the idle share and the CPU per request; the targets are judged."""
+    from benchmarks import throughput
+
+    output = tmp_path / "throughput"
+    args = ["--model-repository", str(repository), "--output", str(output),
+            "--baseline", str(ROOT), "--workers", "1,2", "--rounds", "1"]  # fmt: skip
+    throughput.main([*args, *TINY])
+    results = strict_json(output / "throughput.json")
+    assert finite_numbers(results)
+    assert results["servers"] == ["baseline", "workers=1", "workers=2"]
+    cells = results["cells"]
+    assert {(c["server"], c["model"], c["concurrency"]) for c in cells} >= {
+        ("workers=2", "scratch_cnn", 32), ("baseline", "noop", 32)
+    }  # fmt: skip
+    for cell in cells:
+        assert cell["ok_requests"] > 0 and not cell["errors"], cell
+        assert cell["server_cores"] > 0 and cell["client_cores"] > 0
+        assert 0 <= cell["machine_idle_share"] <= 1
+        assert cell["server_cpu_ms_per_request"] > 0 and cell["client_cpu_ms_per_request"] > 0
+    assert results["headlines"]["c32_throughput_over_baseline"] > 0
+    assert {t["measure"] for t in results["targets"]} >= {"noop_rate_over_baseline"}
+    assert_pngs(output, ["throughput.png"])
+    assert "| workers=2 | scratch_cnn | 32 x 1 |" in (output / "throughput.md").read_text()

@@ -13,6 +13,7 @@ import urllib.request
 
 import grpc
 
+from common.cpu import cgroup_cpu_limit, usable_cores
 from serving.client import DigitClient, classify_request
 from serving.config import ServerConfig
 from serving.healthcheck import SERVICE_NAME, health_status
@@ -116,3 +117,17 @@ def test_a_worker_that_cannot_start_stops_the_server_with_one_line(serving_repos
         result = run("-m", "serving", "--model-repository", str(serving_repository),
                      "--workers", "2", "--port", str(port), "--metrics-port", "0")  # fmt: skip
     assert_one_line_error(result, str(port), "in use")
+
+
+def test_cpu_limits_of_a_container_narrow_the_usable_cores(tmp_path):
+    assert cgroup_cpu_limit(tmp_path) is None  # no cgroup files: no limit
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_limit(tmp_path) is None
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # limits.cpu: 1500m
+    assert cgroup_cpu_limit(tmp_path) == 1.5
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("400000\n")  # cgroup v1
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_limit(tmp_path) == 4.0
+    assert 1 <= usable_cores() <= len(os.sched_getaffinity(0))
