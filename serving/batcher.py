@@ -3,7 +3,8 @@
 Callers put their preprocessed pixels on a bounded queue and await a future. One task per
 version takes the first waiting request, gathers more until the batch is full or the
 first request has waited `delay`, drops callers whose deadline already passed, runs ONNX
-Runtime in a worker thread and hands each caller its own rows of the output.
+Runtime in a worker thread (a batch cheaper than the hand-off, on the loop) and hands each
+caller its own rows of the output.
 """
 
 import asyncio
@@ -35,6 +36,9 @@ class Job:
         return len(self.pixels)
 
 
+# A batch expected to run in less than this runs on the event loop: the hand-off to a thread
+# and back costs about as much (measured: docs/serving.md, Throughput).
+INLINE_INFERENCE_S = 0.0005
 _STOP = object()  # queued by close(): everything before it is still answered
 
 
@@ -178,9 +182,12 @@ class Batcher:
         for job in jobs:
             self.stats.queue.add(int((started - job.enqueued) * 1e9))
         try:
-            probabilities, input_ns, infer_ns = await loop.run_in_executor(
-                self.executor, assemble_and_predict, self.model, parts
-            )
+            if sum(map(len, parts)) * self.model.image_seconds <= INLINE_INFERENCE_S:
+                probabilities, input_ns, infer_ns = assemble_and_predict(self.model, parts)
+            else:
+                probabilities, input_ns, infer_ns = await loop.run_in_executor(
+                    self.executor, assemble_and_predict, self.model, parts
+                )
         except Exception as error:  # a broken graph must not hang its callers
             log.exception("inference failed", extra={"model": self.model.name})
             for job in jobs:

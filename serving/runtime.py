@@ -2,6 +2,7 @@
 choice and thread settings come from common.model_runtime)."""
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class ModelVersion:
     provider: str
     val_accuracy: float = 0.0
     backbone: str = ""
+    image_seconds: float = float("inf")  # one single-image run, measured at load
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 [N, 100, 100, 1] pixels -> float32 [N, classes] probabilities."""
@@ -160,4 +162,16 @@ def load_model_version(
         backbone=backbone if isinstance(backbone, str) else "",
     )
     probe(model, folder)  # also the first run, which allocates
+    model.image_seconds = single_image_seconds(model)
     return model
+
+
+def single_image_seconds(model: "ModelVersion", runs: int = 5) -> float:
+    """The median time of one single-image run (the batcher runs cheap batches inline)."""
+    image = np.zeros((1, *PROBE_SHAPE), np.float32)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        model.predict(image)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))

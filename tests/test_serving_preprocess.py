@@ -11,7 +11,7 @@ from common.images import ImageDecodeError, array_to_model_pixels, decode_image,
 from protos.digits.v1 import digits_pb2
 from serving.client import image_message
 from serving.errors import ServingError
-from serving.preprocess import PixelLimits, image_pixels, preprocess
+from serving.preprocess import PixelLimits, cheap_to_decode, image_pixels, preprocess
 from tests.serving_support import digit_pixels, encode
 
 LIMIT = 10_000_000
@@ -72,3 +72,27 @@ def test_preprocess_in_chunks_keeps_order_and_names_the_first_bad_image():
     bad = digits_pb2.Image(encoded=b"broken")
     with pytest.raises(ServingError, match="image 3"):
         asyncio.run(run(images[:3] + [bad] + images[3:5] + [bad]))
+
+
+def test_only_requests_cheaper_than_a_thread_hand_off_are_decoded_on_the_loop():
+    """By the headers: a few raw 100x100 tensors or one small PNG are decoded on the event
+    loop; many tensors, several PNGs or one large image go to the decoder threads."""
+    raw, png = image_message(digit_pixels(0)), image_message(encode(digit_pixels(0)))
+    assert cheap_to_decode([raw] * 8) and cheap_to_decode([png])
+    assert not cheap_to_decode([raw] * 100) and not cheap_to_decode([png] * 3)
+    large = image_message(encode(np.zeros((400, 400), np.uint8)))
+    assert not cheap_to_decode([large])
+    assert cheap_to_decode([digits_pb2.Image(encoded=b"not an image")])  # fails fast, inline
+
+
+@pytest.mark.parametrize("count", [1, 8, 100])
+def test_inline_and_threaded_decoding_give_the_same_pixels(count):
+    images = [image_message(digit_pixels(i % 10)) for i in range(count)]
+    limits = PixelLimits(per_image=10**6, per_request=10**8)
+
+    async def decoded():
+        with ThreadPoolExecutor(2) as executor:
+            return await preprocess(images, limits, executor, 2)
+
+    expected = np.stack([digit_pixels(i % 10) for i in range(count)])
+    np.testing.assert_array_equal(asyncio.run(decoded()), expected)
