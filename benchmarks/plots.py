@@ -250,10 +250,11 @@ def throughput_bars(cells: dict[tuple[str, str, int, int], dict], path: Path) ->
         rates = [cell["images_per_s"] if cell else 0 for cell in found]
         server_cores = [cell["server_cores"] or 0 if cell else 0 for cell in found]
         client_cores = [cell["client_cores"] if cell else 0 for cell in found]
-        rate_axis.bar(positions, rates, width, label=server)
-        core_axis.bar(positions, server_cores, width, label=f"{server}: server")
-        core_axis.bar(positions, client_cores, width, bottom=server_cores, alpha=0.4,
-                      label=f"{server}: client")  # fmt: skip
+        colour = f"C{offset}"
+        rate_axis.bar(positions, rates, width, label=server, color=colour)
+        core_axis.bar(positions, server_cores, width, label=f"{server}: server", color=colour)
+        core_axis.bar(positions, client_cores, width, bottom=server_cores, color=colour,
+                      alpha=0.35, hatch="//", label=f"{server}: client")  # fmt: skip
     for axis in (rate_axis, core_axis):
         axis.set_xticks(np.arange(len(columns)) + width * (len(servers) - 1) / 2)
         axis.set_xticklabels([f"{m}\nC={c} x {k}" for m, c, k in columns], fontsize=8)

@@ -158,3 +158,22 @@ def test_low_resolution_and_background_layers_keep_the_digit(digits):
     ramp = RandomBackgroundGradient(seed=2)(images, training=True).numpy()
     paper = images < 64  # light ink on dark paper: the paper gets lighter, never darker
     assert (ramp[paper] >= images[paper] - 1e-3).all() and (ramp[paper] > images[paper]).any()
+
+
+def test_mixed_preset_gives_each_batch_the_robust_or_the_standard_transforms():
+    """How far a white square's pixels move tells the presets apart (the robust one shifts,
+    shrinks and relights much more): over 12 batches the mixed preset gives some of each."""
+    square = np.pad(np.full((40, 40), 255.0, np.float32), 30)[None, ..., None]
+    images, labels = np.repeat(square, 4, axis=0), np.arange(4)
+
+    def moved(preset: str) -> list[float]:
+        dataset = tf.data.Dataset.from_tensors((images, labels)).repeat(12)
+        batches = list(augment_batches(dataset, seed=3, preset=preset))
+        for _, out_labels in batches:
+            np.testing.assert_array_equal(out_labels, labels)
+        return [float(np.abs(batch.numpy() - images).mean()) for batch, _ in batches]
+
+    standard, robust, mixed = moved("standard"), moved("robust"), moved("mixed")
+    assert max(standard) < min(robust), (standard, robust)
+    middle = (max(standard) + min(robust)) / 2
+    assert any(m < middle for m in mixed) and any(m > middle for m in mixed), mixed

@@ -12,7 +12,7 @@ from common.settings import comma_list, setting
 # or a path to a local VGG16 notop .h5; "digits" = the offline fallback backbone directly
 BASE_WEIGHTS_CHOICES = ("auto", "imagenet", "digits")
 DISTRIBUTE_CHOICES = ("auto", "none", "mirrored", "multi-worker")  # training/distribute.py
-AUGMENTATION_PRESETS = ("standard", "robust")  # training/augment.py AUGMENTATIONS
+AUGMENTATION_PRESETS = ("standard", "robust", "mixed")  # training/augment.py
 
 
 def model_names(value: str) -> tuple[str, ...]:
@@ -105,7 +105,8 @@ class TrainConfig:
     export: bool = setting(True, "publish to OUTPUT/model_repository after training")
     augmentation: str = setting(
         "standard",
-        "augmentation preset: standard, or robust (training/augment.py)",
+        "augmentation preset: standard, robust, or mixed (each batch one of the two; "
+        "training/augment.py)",
         choices=AUGMENTATION_PRESETS,
     )
     font_digits: int = setting(
