@@ -14,6 +14,7 @@ import pytest
 from serving.client import DigitClient
 from tests.serving_support import (
     ROOT,
+    ServerProcess,
     ServerThread,
     digit_pixels,
     encode,
@@ -180,3 +181,28 @@ def test_the_http_port_serves_the_same_tls_and_mtls(pki, serving_repository):
         )
     assert json.loads(signed.stdout) == {"ready": True}, signed.stderr
     assert anonymous.returncode != 0  # no client certificate: the handshake fails
+
+
+def test_every_worker_speaks_the_same_mtls(pki, serving_repository):
+    """With two worker processes, every connection (on whichever worker) is mTLS."""
+    args = ("--model-repository", str(serving_repository), "--models", "scratch_cnn",
+            "--workers", "2", "--port", "0", "--metrics-port", "0",
+            "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+            "--tls-client-ca", str(pki / "ca.pem"))  # fmt: skip
+    ca = (pki / "ca.pem").read_bytes()
+    signed = ((pki / "client.key").read_bytes(), (pki / "client.pem").read_bytes())
+    with ServerProcess(*args) as server:
+        assert server.started["workers"] == 2 and server.started["tls"] is True
+        for _ in range(8):  # eight connections: both workers, all but certainly
+            with DigitClient(
+                server.target, root_certificates=ca, client_certificate=signed,
+                own_connection=True,
+            ) as client:  # fmt: skip
+                assert len(client.classify("scratch_cnn", [digit_pixels(0)]).predictions) == 1
+            with (
+                DigitClient(server.target, root_certificates=ca, timeout=5, own_connection=True)
+                as client,
+                pytest.raises(grpc.RpcError) as failure,
+            ):  # fmt: skip
+                client.list_models()
+            assert failure.value.code() == grpc.StatusCode.UNAVAILABLE

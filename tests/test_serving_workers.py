@@ -17,7 +17,7 @@ from common.cpu import cgroup_cpu_limit, usable_cores
 from serving.client import DigitClient, classify_request
 from serving.config import ServerConfig
 from serving.healthcheck import SERVICE_NAME, health_status
-from serving.workers import worker_config
+from serving.workers import auto_workers, worker_config
 from tests.serving_support import ServerProcess, digit_pixels, free_port
 from tests.test_serving_process import assert_one_line_error, metric_value, run
 from tests.test_serving_reload import wait_until
@@ -45,6 +45,7 @@ def test_each_worker_gets_its_share_of_the_cores_and_limits():
     assert share.max_inflight_bytes == 48 << 20  # never below one largest message
     assert share.queue_capacity == 342
     assert share.intra_op_threads >= 1
+    assert auto_workers(ServerConfig(provider="cpu")) == usable_cores()  # one per core on CPU
 
 
 def test_workers_share_the_port_and_add_up_as_one_server(serving_repository):
