@@ -143,10 +143,11 @@ class Supervisor:
         self.workers[index] = process
 
     def wait_until_serving(self) -> dict:
-        """Until every worker's health says SERVING: what worker 0 said when it started.
-        UserError (after stopping the rest) if a worker fails or exits first."""
+        """Until every worker's health says SERVING (or SIGTERM/SIGINT came first): what
+        worker 0 said when it started. UserError (after stopping the rest) if a worker fails
+        or exits first."""
         started: dict[int, dict] = {}  # worker index: what it said once its health was SERVING
-        while len(started) < self.count:
+        while len(started) < self.count and not self.stopping.is_set():
             while not self.reports.empty():
                 kind, index, details = self.reports.get()
                 if kind == "failed":
@@ -158,7 +159,7 @@ class Supervisor:
                     self.stop_all(grace=0.0)
                     raise UserError(f"worker {index} exited with {process.exitcode} before serving")
             time.sleep(SUPERVISOR_POLL_S)
-        return started[0]
+        return started.get(0, {})
 
     def watch(self, metrics_dir: Path) -> None:
         """Until SIGTERM/SIGINT: restart workers that die (their reports are not awaited)."""
@@ -236,8 +237,9 @@ def serve_workers(config: ServerConfig, count: int) -> int:
             workers=count,
             pids=supervisor.pids(),
         )
-        log.info("server started", extra=started)
-        supervisor.watch(metrics_dir)
+        if not supervisor.stopping.is_set():
+            log.info("server started", extra=started)
+            supervisor.watch(metrics_dir)
         log.info("shutting down", extra={"grace_seconds": config.grace_seconds})
         codes = supervisor.stop_all(config.grace_seconds)
         log.info(
