@@ -42,10 +42,21 @@ async def refuse(request: RefusedRequest, context: grpc.aio.ServicerContext) -> 
     await context.abort(request.code, request.reason)
 
 
-async def checked_stream(requests: AsyncIterator, context) -> AsyncIterator:
+class RefusedInStream(Exception):
+    """A streamed request was refused: raised out of the request iterator, so the method ends
+    and its wrapper answers the status. Aborting from the iterator itself could race a reply
+    being sent (a method may read its requests in a task of its own): gRPC then refuses the
+    abort (TOO_MANY_OPERATIONS) and the caller waits out its deadline."""
+
+    def __init__(self, request: RefusedRequest):
+        super().__init__(request.reason)
+        self.request = request
+
+
+async def checked_stream(requests: AsyncIterator) -> AsyncIterator:
     async for request in requests:
         if isinstance(request, RefusedRequest):
-            await refuse(request, context)
+            raise RefusedInStream(request)
         yield request
 
 
@@ -70,15 +81,21 @@ def unary_request_streamed_reply(behaviour: Callable) -> Callable:
 
 def streamed_request(behaviour: Callable) -> Callable:
     async def checked(requests, context):
-        return await behaviour(checked_stream(requests, context), context)
+        try:
+            return await behaviour(checked_stream(requests), context)
+        except RefusedInStream as refused:
+            await refuse(refused.request, context)
 
     return checked
 
 
 def streamed_request_streamed_reply(behaviour: Callable) -> Callable:
     async def checked(requests, context):
-        async for reply in behaviour(checked_stream(requests, context), context):
-            yield reply
+        try:
+            async for reply in behaviour(checked_stream(requests), context):
+                yield reply
+        except RefusedInStream as refused:
+            await refuse(refused.request, context)
 
     return checked
 
