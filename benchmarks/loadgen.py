@@ -19,15 +19,14 @@ from benchmarks.server import ServerProbe, server_deltas
 from benchmarks.stats import latency_summary
 from common.cpu import machine_cpu_times
 from protos.digits.v1 import digits_pb2
+from serving.client import OWN_CONNECTION
 
 OK = "OK"
 BAD_RESPONSE = "BAD_RESPONSE"  # a reply whose prediction count does not match the request
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    # each channel its own connection (by default channels to one target share one), so a
-    # server with several worker processes sees several connections to spread
-    ("grpc.use_local_subchannel_pool", 1),
+    OWN_CONNECTION,  # each channel its own connection, for a server with several workers
 ]
 
 

@@ -34,6 +34,11 @@ def usable_cores() -> int:
     return cores if limit is None else max(1, min(cores, math.ceil(limit)))
 
 
+def share_of_cores(processes: int) -> int:
+    """The cores each of `processes` processes gets of the usable ones (at least one)."""
+    return max(1, usable_cores() // processes)
+
+
 def process_usage(pid: int) -> tuple[float, int] | None:
     """(user + system CPU seconds, resident bytes) of a process; None if it is gone."""
     try:

@@ -70,12 +70,20 @@ def classify_request(
     )
 
 
-def channel_options(max_message_bytes: int) -> list[tuple[str, int | str]]:
+# A channel with its own connection: channels to one target otherwise share one (gRPC's
+# subchannel pool), and a server with several workers serves each connection from one of them.
+OWN_CONNECTION = ("grpc.use_local_subchannel_pool", 1)
+
+
+def channel_options(
+    max_message_bytes: int, own_connection: bool = False
+) -> list[tuple[str, int | str]]:
     """Message limits, and round_robin so a `dns:///` target spreads calls over every pod."""
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.lb_policy_name", "round_robin"),
+        *([OWN_CONNECTION] if own_connection else []),
     ]
 
 
@@ -105,10 +113,7 @@ class DigitClient:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         own_connection: bool = False,
     ):
-        options = channel_options(max_message_bytes)
-        if own_connection:  # else channels to one target share one connection (gRPC's pool);
-            # a server with several workers serves each connection from one of them
-            options.append(("grpc.use_local_subchannel_pool", 1))
+        options = channel_options(max_message_bytes, own_connection)
         credentials = _credentials(root_certificates, client_certificate)
         self.channel = (
             grpc.insecure_channel(target, options=options)
@@ -172,10 +177,7 @@ class AsyncDigitClient:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         own_connection: bool = False,
     ):
-        options = channel_options(max_message_bytes)
-        if own_connection:  # else channels to one target share one connection (gRPC's pool);
-            # a server with several workers serves each connection from one of them
-            options.append(("grpc.use_local_subchannel_pool", 1))
+        options = channel_options(max_message_bytes, own_connection)
         credentials = _credentials(root_certificates, client_certificate)
         self.channel = (
             grpc.aio.insecure_channel(target, options=options)

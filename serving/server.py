@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from common.cli import UserError
-from common.cpu import usable_cores
+from common.cpu import share_of_cores
 from protos.digits.v1 import digits_pb2_grpc
 from protos.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from serving.admission import Admission
@@ -138,8 +138,7 @@ class DigitServer:
         self.share = share
         self.metrics = ServerMetrics()
         # decoding threads: the cores this process may use, or this worker's share of them
-        cores = usable_cores()
-        self.decode_workers = cores if share is None else max(1, cores // share.count)
+        self.decode_workers = share_of_cores(1 if share is None else share.count)
         self.decode_executor = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode")
         self.inference_executor = ThreadPoolExecutor(INFERENCE_THREADS, thread_name_prefix="infer")
         self.registry = ModelRegistry(config, self.metrics, self.inference_executor)
@@ -274,7 +273,7 @@ class DigitServer:
         versions = {
             name: sorted(self.registry.versions(name)) for name in self.registry.model_names()
         }
-        started = {
+        return {
             "host": self.config.host,
             "port": self.port,
             "metrics_port": self.metrics_port,
@@ -288,7 +287,6 @@ class DigitServer:
             "tls": self.config.tls_cert is not None,
             "intra_op_threads": self.config.intra_op_threads,
         }
-        return started
 
     async def stop(self, grace: float | None) -> None:
         """NOT_SERVING; new requests UNAVAILABLE while the admitted ones finish (up to `grace`

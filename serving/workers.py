@@ -37,7 +37,7 @@ from pathlib import Path
 from prometheus_client import multiprocess
 
 from common.cli import UserError
-from common.cpu import usable_cores
+from common.cpu import share_of_cores, usable_cores
 from serving.config import ServerConfig
 from serving.logs import configure_logging
 from serving.metrics import serve_multiprocess_metrics
@@ -86,7 +86,7 @@ def worker_config(config: ServerConfig, count: int, port: int, http_port: int) -
         http_port=http_port,
         metrics_port=0,
         workers=1,
-        intra_op_threads=config.intra_op_threads or max(1, usable_cores() // count),
+        intra_op_threads=config.intra_op_threads or share_of_cores(count),
         max_inflight_requests=shared(config.max_inflight_requests, count),
         max_inflight_bytes=max(shared(config.max_inflight_bytes, count), config.max_message_bytes),
         queue_capacity=shared(config.queue_capacity, count),

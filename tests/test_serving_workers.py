@@ -14,7 +14,7 @@ import urllib.request
 import grpc
 
 from common.cpu import cgroup_cpu_limit, usable_cores
-from serving.client import DigitClient, classify_request
+from serving.client import OWN_CONNECTION, DigitClient, classify_request
 from serving.config import ServerConfig
 from serving.healthcheck import SERVICE_NAME, health_status
 from serving.workers import auto_workers, worker_config
@@ -27,8 +27,7 @@ CONNECTIONS = 16  # all on one worker of two: a chance of 2 in 2**16
 
 def status_now(target: str) -> str:
     """Health over a new connection, so that it may land on any worker."""
-    options = [("grpc.use_local_subchannel_pool", 1)]
-    with grpc.insecure_channel(target, options=options) as channel:
+    with grpc.insecure_channel(target, options=[OWN_CONNECTION]) as channel:
         try:
             return health_status(channel, SERVICE_NAME, timeout=2)
         except grpc.RpcError as error:
