@@ -184,18 +184,19 @@ def measures(headline: dict, cost: dict | None) -> dict[str, tuple]:
     }
 
 
-def read_targets(path: Path) -> dict:
-    """A targets file (benchmarks/targets/latency.json); a UserError names what is wrong."""
+def read_targets(path: Path, measure_names: tuple[str, ...] = MEASURE_NAMES) -> dict:
+    """A targets file (benchmarks/targets/latency.json, or another benchmark's with its own
+    measures); a UserError names what is wrong."""
     try:
         spec = json.loads(Path(path).read_text())
-        known = set(MEASURE_NAMES)
+        known = set(measure_names)
         for target in spec["targets"]:
             if target["measure"] not in known or target["sense"] not in (">=", "<="):
                 raise ValueError(f"{target['measure']!r} {target['sense']!r}")
             float(target["threshold"]), str(spec["model"]), str(target["name"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UserError(
-            f"{path}: not a targets file ({error}); measures: {', '.join(MEASURE_NAMES)}"
+            f"{path}: not a targets file ({error}); measures: {', '.join(measure_names)}"
         ) from None
     return spec
 
@@ -211,12 +212,19 @@ def targets(headlines: dict[str, dict], spec: dict, cost: dict | None = None) ->
     for target in spec["targets"]:
         value, cpu_view, note = measured[target["measure"]]
         threshold, sense = target["threshold"], target["sense"]
-        met = None if value is None else value >= threshold if sense == ">=" else value <= threshold
+        met = meets(value, sense, threshold)
         results.append(
             {"model": spec["model"], "target": target["name"], "value": value, "sense": sense,
              "threshold": threshold, "met": met, "cpu_view": cpu_view, "note": note}
         )  # fmt: skip
     return results
+
+
+def meets(value: float | None, sense: str, threshold: float) -> bool | None:
+    """Whether a measured value meets a target (">=" or "<=" the threshold); None if not run."""
+    if value is None:
+        return None
+    return value >= threshold if sense == ">=" else value <= threshold
 
 
 def format_ratio(value: float | None) -> str:

@@ -12,7 +12,6 @@ leaves no idle share; a loop-bound one leaves idle cores while requests queue; a
 one runs near raw ONNX Runtime.
 """
 
-import json
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from benchmarks.analysis import meets, read_targets
 from benchmarks.config import DEFAULT_REPOSITORY, DEFAULT_VALIDATION_FILE, NOOP_MODEL, RESULTS_DIR
 from benchmarks.loadgen import Cell, run_cell
 from benchmarks.machine import machine_info
@@ -30,6 +30,7 @@ from benchmarks.results_files import fmt, machine_lines, pct, table, write_resul
 from benchmarks.runtimes import onnx_predict, resolve_models
 from benchmarks.samples import load_sample_pixels, serialized_requests
 from benchmarks.server import benchmark_server
+from benchmarks.stats import ratio
 from common.cli import UserError, positive_float, positive_int, run_cli
 from common.model_runtime import as_model_input
 from common.ownership import claim_folder
@@ -49,6 +50,15 @@ CELLS = (
 MAX_BATCH_SIZE = 64  # the servers' --max-batch-size (benchmark_server's default)
 REFERENCE_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 BASELINE = "baseline"
+MEASURES = (  # what headlines() measures, and a targets file may name
+    "c32_throughput_over_baseline",
+    "c32_p99_over_baseline",
+    "c32_busy_cores",
+    "best_ratio_to_ort_same_batch",
+    "c1_p50_over_ort_ms",
+    "vgg16_c8_ratio_to_ort_same_batch",
+    "noop_rate_over_baseline",
+)
 
 
 @dataclass(frozen=True)
@@ -201,10 +211,6 @@ def raw_at(results: dict, model: str, batch: int) -> dict | None:
     }
 
 
-def ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or not b else a / b
-
-
 def headlines(results: dict) -> dict[str, float | str | None]:
     """The measures the targets judge (see benchmarks/targets/throughput.json). "Same batch
     size" is, as in benchmarks.latency, the largest batch a cell lets the server form: the
@@ -247,15 +253,11 @@ def headlines(results: dict) -> dict[str, float | str | None]:
 
 
 def judged(values: dict, targets: dict) -> list[dict]:
-    rows = []
-    for target in targets["targets"]:
-        value = values.get(target["measure"])
-        sense, threshold = target["sense"], target["threshold"]
-        met = (
-            None if value is None else (value >= threshold if sense == ">=" else value <= threshold)
-        )
-        rows.append({**target, "measured": value, "met": met})
-    return rows
+    return [
+        {**target, "measured": (value := values.get(target["measure"])),
+         "met": meets(value, target["sense"], target["threshold"])}
+        for target in targets["targets"]
+    ]  # fmt: skip
 
 
 def markdown(results: dict, verdicts: list[dict]) -> str:
@@ -323,10 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     command = parse_args(argv)
     if command.baseline is not None and not (command.baseline / "serving").is_dir():
         raise UserError(f"--baseline {command.baseline}: not a checkout of this project")
-    try:
-        targets = json.loads(command.targets.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise UserError(f"--targets {command.targets}: {error}") from None
+    targets = read_targets(command.targets, MEASURES)
     claim_folder(command.output)
     results = measure(command)
     results["headlines"] = headlines(results)

@@ -453,6 +453,16 @@ def test_throughput_against_a_baseline_checkout_reports_cpu_per_side(repository,
         assert 0 <= cell["machine_idle_share"] <= 1
         assert cell["server_cpu_ms_per_request"] > 0 and cell["client_cpu_ms_per_request"] > 0
     assert results["headlines"]["c32_throughput_over_baseline"] > 0
+    assert set(results["headlines"]) == {"best_c32_setting", *throughput.MEASURES}
     assert {t["measure"] for t in results["targets"]} >= {"noop_rate_over_baseline"}
     assert_pngs(output, ["throughput.png"])
     assert "| workers=2 | scratch_cnn | 32 x 1 |" in (output / "throughput.md").read_text()
+
+
+def test_throughput_targets_naming_an_unknown_measure_are_one_line(tmp_path):
+    targets = tmp_path / "targets.json"
+    targets.write_text(json.dumps({"model": "scratch_cnn", "targets": [
+        {"measure": "c32_speedup", "name": "x", "sense": ">=", "threshold": 1}]}))  # fmt: skip
+    result = run_command("benchmarks.throughput", "--targets", str(targets))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "c32_speedup" in lines[0], result.stderr
