@@ -47,8 +47,9 @@ def parsed_line(line: str) -> dict:
 
 
 class ServerProcess:
-    """`python -m serving ARGS` as a child process for the duration of a `with` block (tests
-    and benchmarks): ready once it logs "server started"; every output line is kept in
+    """`python -m serving ARGS` (or another `module`'s command line) as a child process for
+    the duration of a `with` block (tests and benchmarks): ready once it logs "server
+    started"; every output line is kept in
     `lines` (and written to `log_file`, if given); on exit SIGTERM, then a kill after 30 s."""
 
     def __init__(
@@ -58,8 +59,9 @@ class ServerProcess:
         env: dict | None = None,
         cwd: Path | None = None,  # None: this checkout; else another one's `python -m serving`
         start_timeout_s: float = 180.0,
+        module: str = "serving",
     ):
-        self.command = [sys.executable, "-m", "serving", *args]
+        self.command = [sys.executable, "-m", module, *args]
         # No HTTP port unless asked for (a --http-port flag wins over the variable).
         self.env = {"DIGITS_HTTP_PORT": "0", **os.environ, **(env or {})}
         self.log_file, self.cwd, self.start_timeout_s = log_file, cwd, start_timeout_s

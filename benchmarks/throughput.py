@@ -6,8 +6,11 @@ machine it uses, side by side with an earlier commit and with raw ONNX Runtime, 
 
 Every server (the baseline checkout, then this one at each --workers setting) runs the same
 cells with the same client, in rounds whose order alternates (these machines are shared and
-noisy). Each cell reports throughput, latency, the cores the server and the client used, the
-idle share of the machine and the CPU per request of each side: a server that is CPU-bound
+noisy). Beside them, the no-op cell also runs against benchmarks.grpc_floor (a ready-made
+answer to every call, in as many processes as the most workers): what gRPC alone costs a request.
+
+Each cell reports throughput, latency, the cores the server and the client used, the idle
+share of the machine and the CPU per request of each side: a server that is CPU-bound
 leaves no idle share; a loop-bound one leaves idle cores while requests queue; a model-bound
 one runs near raw ONNX Runtime.
 """
@@ -29,7 +32,7 @@ from benchmarks.references import time_batch
 from benchmarks.results_files import fmt, machine_lines, pct, table, write_results
 from benchmarks.runtimes import onnx_predict, resolve_models
 from benchmarks.samples import load_sample_pixels, serialized_requests
-from benchmarks.server import benchmark_server
+from benchmarks.server import ServerProcess, benchmark_server
 from benchmarks.stats import ratio
 from common.cli import UserError, positive_float, positive_int, run_cli
 from common.model_runtime import as_model_input
@@ -50,6 +53,7 @@ CELLS = (
 MAX_BATCH_SIZE = 64  # the servers' --max-batch-size (benchmark_server's default)
 REFERENCE_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 BASELINE = "baseline"
+FLOOR = "grpc floor"
 MEASURES = (  # what headlines() measures, and a targets file may name
     "c32_throughput_over_baseline",
     "c32_p99_over_baseline",
@@ -58,6 +62,7 @@ MEASURES = (  # what headlines() measures, and a targets file may name
     "c1_p50_over_ort_ms",
     "vgg16_c8_ratio_to_ort_same_batch",
     "noop_rate_over_baseline",
+    "noop_rate_over_grpc_floor",
 )
 
 
@@ -93,12 +98,24 @@ class ServerUnderTest:
     label: str
     checkout: Path | None  # None: this one
     args: tuple[str, ...]
+    floor: bool = False  # benchmarks.grpc_floor (the no-op cell only), not `python -m serving`
+
+    def start(self, repository: Path, log_file: Path) -> ServerProcess:
+        if self.floor:
+            return ServerProcess(*self.args, log_file=log_file, module="benchmarks.grpc_floor")
+        return benchmark_server(repository, True, log_file, *self.args, cwd=self.checkout)
+
+    def runs(self, model: str) -> bool:
+        return model == NOOP_MODEL or not self.floor
 
 
 def servers(command: ThroughputCommand) -> list[ServerUnderTest]:
     baseline = [] if command.baseline is None else [ServerUnderTest(BASELINE, command.baseline, ())]
-    return baseline + [
-        ServerUnderTest(f"workers={n}", None, ("--workers", str(n))) for n in command.workers
+    floor = ServerUnderTest(FLOOR, None, ("--processes", str(max(command.workers))), floor=True)
+    return [
+        *baseline,
+        *(ServerUnderTest(f"workers={n}", None, ("--workers", str(n))) for n in command.workers),
+        floor,
     ]
 
 
@@ -117,8 +134,8 @@ def references(models: dict[str, Path], pixels, seconds: float) -> dict[str, lis
 def run_server(server: ServerUnderTest, repository: Path, cells, command, requests, log_file):
     """Every cell against one server; the cells' results, labelled."""
     results = []
-    with benchmark_server(repository, True, log_file, *server.args, cwd=server.checkout) as running:
-        for model, concurrency, images in cells:
+    with server.start(repository, log_file) as running:
+        for model, concurrency, images in filter(lambda cell: server.runs(cell[0]), cells):
             connections = min(concurrency, command.connections)
             cell = Cell(
                 model, concurrency, images, command.warmup_s, command.duration_s, connections
@@ -216,7 +233,7 @@ def headlines(results: dict) -> dict[str, float | str | None]:
     size" is, as in benchmarks.latency, the largest batch a cell lets the server form: the
     images in flight, at most --max-batch-size."""
     cells = averaged(results)
-    ours = [s for s in results["servers"] if s != BASELINE]
+    ours = [s for s in results["servers"] if s not in (BASELINE, FLOOR)]
 
     def best(model: str, concurrency: int, images: int = 1) -> tuple[str | None, dict | None]:
         found = [(s, cells.get((s, model, concurrency, images))) for s in ours]
@@ -249,6 +266,9 @@ def headlines(results: dict) -> dict[str, float | str | None]:
         "noop_rate_over_baseline": ratio(
             rate(best(NOOP_MODEL, 32)[1]), rate(cells.get((BASELINE, NOOP_MODEL, 32, 1)))
         ),
+        "noop_rate_over_grpc_floor": ratio(
+            rate(best(NOOP_MODEL, 32)[1]), rate(cells.get((FLOOR, NOOP_MODEL, 32, 1)))
+        ),
     }
 
 
@@ -262,6 +282,7 @@ def judged(values: dict, targets: dict) -> list[dict]:
 
 def markdown(results: dict, verdicts: list[dict]) -> str:
     cells = averaged(results)
+    floor_share = results["headlines"]["noop_rate_over_grpc_floor"]
     rows = [
         [server, model, f"{c} x {k}", fmt(v["images_per_s"], 0), fmt(v["p50"], 2), fmt(v["p99"], 1),
          fmt(v["server_cores"], 2), fmt(v["client_cores"], 2), pct(v["machine_idle_share"]),
@@ -305,6 +326,10 @@ def markdown(results: dict, verdicts: list[dict]) -> str:
         "Targets (benchmarks/targets/throughput.json):",
         "",
         *table(["target", "threshold", "measured", "met"], target_rows),
+        "",
+        f"For scale: the no-op model's best request rate is {pct(floor_share)} of the gRPC "
+        "floor's (benchmarks.grpc_floor: a ready-made answer to every call, no model, no batching, "
+        "no metrics, in as many processes as the most workers), with the same client.",
         "",
         "![throughput](throughput.png)",
         "",

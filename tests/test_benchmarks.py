@@ -432,8 +432,9 @@ def test_targets_are_data_and_a_bad_file_is_one_line(tmp_path):
 
 
 def test_throughput_against_a_baseline_checkout_reports_cpu_per_side(repository, tmp_path):
-    """This checkout at 1 and 2 workers beside itself as the baseline: every cell has the
-    cores of each side, the idle share and the CPU per request; the targets are judged."""
+    """This checkout at 1 and 2 workers beside itself as the baseline, and the gRPC floor (two
+    processes) on the no-op cell: every cell has the cores of each side, the idle share and
+    the CPU per request; the targets are judged."""
     from benchmarks import throughput
 
     output = tmp_path / "throughput"
@@ -442,17 +443,19 @@ def test_throughput_against_a_baseline_checkout_reports_cpu_per_side(repository,
     throughput.main([*args, *TINY])
     results = strict_json(output / "throughput.json")
     assert finite_numbers(results)
-    assert results["servers"] == ["baseline", "workers=1", "workers=2"]
+    assert results["servers"] == ["baseline", "workers=1", "workers=2", "grpc floor"]
     cells = results["cells"]
     assert {(c["server"], c["model"], c["concurrency"]) for c in cells} >= {
-        ("workers=2", "scratch_cnn", 32), ("baseline", "noop", 32)
+        ("workers=2", "scratch_cnn", 32), ("baseline", "noop", 32), ("grpc floor", "noop", 32)
     }  # fmt: skip
+    assert {c["model"] for c in cells if c["server"] == "grpc floor"} == {"noop"}
     for cell in cells:
         assert cell["ok_requests"] > 0 and not cell["errors"], cell
         assert cell["server_cores"] > 0 and cell["client_cores"] > 0
         assert 0 <= cell["machine_idle_share"] <= 1
         assert cell["server_cpu_ms_per_request"] > 0 and cell["client_cpu_ms_per_request"] > 0
     assert results["headlines"]["c32_throughput_over_baseline"] > 0
+    assert 0 < results["headlines"]["noop_rate_over_grpc_floor"] < 1  # the floor does less
     assert set(results["headlines"]) == {"best_c32_setting", *throughput.MEASURES}
     assert {t["measure"] for t in results["targets"]} >= {"noop_rate_over_baseline"}
     assert_pngs(output, ["throughput.png"])
