@@ -270,3 +270,23 @@ def test_same_seed_and_data_give_the_same_model(tmp_path, digit_folder):
     from tensorflow.python.framework import config as tf_config
 
     assert tf_config.is_op_determinism_enabled()
+
+
+@pytest.mark.parametrize("min_epochs, epochs_run", [(0, 2), (3, 5)])
+def test_min_epochs_delays_early_stopping(tmp_path, min_epochs, epochs_run):
+    """With a learning rate of 0 val_loss never improves: patience 1 stops after the second
+    epoch, or, with --min-epochs 3, after the fifth (the first three are not watched)."""
+    import tensorflow as tf
+
+    from training.distribute import choose_placement
+    from training.fitting import PhaseSettings, fit_phase
+
+    rng = np.random.default_rng(0)
+    features, labels = rng.normal(size=(16, 4)).astype("float32"), rng.integers(0, 3, 16)
+    dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(8)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    settings = PhaseSettings("train", 10, 0.0, patience=1, verbose=0, min_epochs=min_epochs)
+    history = fit_phase(
+        model, lambda: (dataset, dataset), tmp_path, settings, choose_placement("none")
+    )
+    assert len(history) == epochs_run

@@ -129,6 +129,10 @@ class TrainConfig:
         3, "epochs without a better val_loss before a phase stops", parse=positive_int,
         flag="--patience",
     )  # fmt: skip
+    min_epochs: int = setting(
+        0, "epochs every phase runs before early stopping watches val_loss (the best epoch is "
+        "chosen among the later ones)", parse=non_negative_int,
+    )  # fmt: skip
     pretrain: PretrainConfig = PretrainConfig()
     distribute: str = setting(
         "auto",

@@ -41,6 +41,7 @@ class PhaseSettings:
     learning_rate: float
     patience: int
     verbose: int
+    min_epochs: int = 0  # before early stopping watches (Keras' start_from_epoch)
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -70,7 +71,11 @@ def phase_callbacks(
             monitor=MONITOR, factor=0.5, patience=2, min_lr=settings.learning_rate / 100
         ),
         keras.callbacks.EarlyStopping(
-            monitor=MONITOR, patience=settings.patience, restore_best_weights=True, verbose=1
+            monitor=MONITOR,
+            patience=settings.patience,
+            restore_best_weights=True,
+            start_from_epoch=settings.min_epochs,
+            verbose=1,
         ),
         keras.callbacks.ModelCheckpoint(
             str(workdir / "best.weights.h5"),
@@ -141,7 +146,12 @@ def fit_phase(
 def phase_settings(config: TrainConfig, name: str, learning_rate: float) -> PhaseSettings:
     """A phase of at most `config.epochs` epochs at `learning_rate`."""
     return PhaseSettings(
-        name, config.epochs, learning_rate, config.early_stopping_patience, config.verbose
+        name,
+        config.epochs,
+        learning_rate,
+        config.early_stopping_patience,
+        config.verbose,
+        config.min_epochs,
     )
 
 
