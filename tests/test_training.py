@@ -279,7 +279,7 @@ def test_min_epochs_delays_early_stopping(tmp_path, min_epochs, epochs_run):
     import tensorflow as tf
 
     from training.distribute import choose_placement
-    from training.fitting import PhaseSettings, fit_phase
+    from training.fitting import PhaseSettings, fit_phase, restored_epoch
 
     rng = np.random.default_rng(0)
     features, labels = rng.normal(size=(16, 4)).astype("float32"), rng.integers(0, 3, 16)
@@ -290,3 +290,6 @@ def test_min_epochs_delays_early_stopping(tmp_path, min_epochs, epochs_run):
         model, lambda: (dataset, dataset), tmp_path, settings, choose_placement("none")
     )
     assert len(history) == epochs_run
+    # the summary reports the epoch whose weights were kept, never one before --min-epochs
+    assert restored_epoch(history, min_epochs)["epoch"] == min_epochs + 1
+    assert restored_epoch(history[:2], 3)["epoch"] == 2  # none watched: the last epoch's

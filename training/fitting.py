@@ -155,6 +155,13 @@ def phase_settings(config: TrainConfig, name: str, learning_rate: float) -> Phas
     )
 
 
+def restored_epoch(history: list[dict], min_epochs: int) -> dict:
+    """The history row of the weights EarlyStopping left: the lowest val_loss among the
+    epochs it watched (from `min_epochs` on), or the last epoch when it watched none."""
+    watched = [row for row in history if row["epoch"] > min_epochs]
+    return min(watched, key=lambda row: row["val_loss"]) if watched else history[-1]
+
+
 def phase_summary(name: str, history: list[dict], val_accuracy: float) -> dict:
     """What the report shows of one phase."""
     return {

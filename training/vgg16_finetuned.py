@@ -21,7 +21,13 @@ from training.backbone import resolve_backbone
 from training.config import TrainConfig
 from training.data import Split
 from training.distribute import Placement
-from training.fitting import TrainingResult, fit_phase, phase_settings, phase_summary
+from training.fitting import (
+    TrainingResult,
+    fit_phase,
+    phase_settings,
+    phase_summary,
+    restored_epoch,
+)
 from training.models import (
     VGG16Parts,
     build_vgg16_finetuned,
@@ -122,8 +128,7 @@ def train_vgg16_finetuned(
     history2 = fit_phase(parts.top, cache.block4_data, workdir, phase2, placement, callbacks)
     phases = []
     for name, history in (("phase1", history1), ("phase2", history2)):
-        # EarlyStopping restored the weights of the lowest val_loss epoch: its accuracy.
-        best = min(history, key=lambda row: row["val_loss"])
+        best = restored_epoch(history, config.min_epochs)  # the weights kept: their accuracy
         phases.append(phase_summary(name, history, best["val_accuracy"]))
     phases[0]["feature_seconds"] = round(cache.seconds, 1)
     return TrainingResult(model, history1 + history2, phases, backbone.name, backbone.pretraining)
