@@ -55,7 +55,8 @@ def training_command(config: DistributedConfig, data: Path, output: Path, distri
     return [
         sys.executable, "-m", "training.run", "--distribute", distribute,
         "--data-dir", str(data), "--output", str(output), "--models", ",".join(config.models),
-        "--epochs", str(config.epochs), "--limit-per-class", str(config.limit_per_class),
+        "--epochs", str(config.epochs), "--finetune-epochs", str(config.epochs),
+        "--limit-per-class", str(config.limit_per_class),
         "--no-export", "--verbose", "0",
     ]  # fmt: skip
 

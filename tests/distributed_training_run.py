@@ -41,6 +41,7 @@ def main() -> None:
         cache_dir=Path(cache),
         models=tuple(models),
         epochs=2,
+        finetune_epochs=2,
         batch_size=8,
         vgg16_batch_size=8,
         base_weights="digits",

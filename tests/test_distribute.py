@@ -21,7 +21,7 @@ from training.cluster import cluster_role, loopback_tf_configs
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300
 TINY_VGG16 = ("--base-weights", "digits", "--pretrain-stages", "32x1,40x1")
-TINY_VGG16 += ("--pretrain-per-class", "8", "--vgg16-batch-size", "8")
+TINY_VGG16 += ("--pretrain-per-class", "8", "--vgg16-batch-size", "8", "--finetune-epochs", "1")
 DIGEST = re.compile(r"^(\w+): weights sha256 ([0-9a-f]{64})$", re.MULTILINE)
 
 

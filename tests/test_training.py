@@ -27,6 +27,7 @@ def tiny_config(tmp_path: Path, **changes) -> TrainConfig:
         output_dir=tmp_path / "out",
         cache_dir=tmp_path / "cache",
         epochs=1,
+        finetune_epochs=1,
         batch_size=8,
         base_weights="digits",  # the offline fallback, at a tiny scale
         export=False,

@@ -82,8 +82,12 @@ class TrainConfig:
     )
     models: tuple[str, ...] = setting(MODEL_NAMES, "models to train", parse=model_names)
     epochs: int = setting(
-        10, "at most N epochs per model and per fine-tuning phase (early stopping)",
+        10, "at most N epochs for scratch_cnn and for vgg16_finetuned's head (phase 1)",
         parse=positive_int,
+    )  # fmt: skip
+    finetune_epochs: int = setting(
+        10, "at most N epochs for vgg16_finetuned's phase 2 (block5 unfrozen; about a minute "
+        "each on 2 cores)", parse=positive_int,
     )  # fmt: skip
     # scratch_cnn (3 seeds: 4 errors in all at 16, 5 at 32); global under --distribute
     batch_size: int = setting(16, "scratch_cnn's global batch", parse=positive_int)
@@ -130,8 +134,8 @@ class TrainConfig:
         flag="--patience",
     )  # fmt: skip
     min_epochs: int = setting(
-        0, "epochs every phase runs before early stopping watches val_loss (the best epoch is "
-        "chosen among the later ones)", parse=non_negative_int,
+        0, "epochs scratch_cnn and vgg16_finetuned's head run before early stopping watches "
+        "val_loss (the best epoch is chosen among the later ones)", parse=non_negative_int,
     )  # fmt: skip
     pretrain: PretrainConfig = PretrainConfig()
     distribute: str = setting(
