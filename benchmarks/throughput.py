@@ -53,7 +53,7 @@ CELLS = (
 MAX_BATCH_SIZE = 64  # the servers' --max-batch-size (benchmark_server's default)
 REFERENCE_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 BASELINE = "baseline"
-FLOOR = "grpc floor"
+FLOOR = "grpc-floor"
 MEASURES = (  # what headlines() measures, and a targets file may name
     "c32_throughput_over_baseline",
     "c32_p99_over_baseline",

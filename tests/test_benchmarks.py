@@ -443,12 +443,12 @@ def test_throughput_against_a_baseline_checkout_reports_cpu_per_side(repository,
     throughput.main([*args, *TINY])
     results = strict_json(output / "throughput.json")
     assert finite_numbers(results)
-    assert results["servers"] == ["baseline", "workers=1", "workers=2", "grpc floor"]
+    assert results["servers"] == ["baseline", "workers=1", "workers=2", "grpc-floor"]
     cells = results["cells"]
     assert {(c["server"], c["model"], c["concurrency"]) for c in cells} >= {
-        ("workers=2", "scratch_cnn", 32), ("baseline", "noop", 32), ("grpc floor", "noop", 32)
+        ("workers=2", "scratch_cnn", 32), ("baseline", "noop", 32), ("grpc-floor", "noop", 32)
     }  # fmt: skip
-    assert {c["model"] for c in cells if c["server"] == "grpc floor"} == {"noop"}
+    assert {c["model"] for c in cells if c["server"] == "grpc-floor"} == {"noop"}
     for cell in cells:
         assert cell["ok_requests"] > 0 and not cell["errors"], cell
         assert cell["server_cores"] > 0 and cell["client_cores"] > 0
