@@ -49,8 +49,8 @@ def parsed_line(line: str) -> dict:
 class ServerProcess:
     """`python -m serving ARGS` (or another `module`'s command line) as a child process for
     the duration of a `with` block (tests and benchmarks): ready once it logs "server
-    started"; every output line is kept in
-    `lines` (and written to `log_file`, if given); on exit SIGTERM, then a kill after 30 s."""
+    started"; every output line is kept in `lines` (and written to `log_file`, if given); on
+    exit SIGTERM, then a kill after 30 s."""
 
     def __init__(
         self,
