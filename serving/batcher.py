@@ -4,7 +4,8 @@ Callers put their preprocessed pixels on a bounded queue and await a future. One
 version takes the first waiting request, gathers more until the batch is full or the
 first request has waited `delay`, drops callers whose deadline already passed, runs ONNX
 Runtime in a worker thread (a batch cheaper than the hand-off, on the loop) and hands each
-caller its own rows of the output.
+caller its own rows of the output. A request for a model that runs faster than the trip
+through the queue, finding nothing to batch with, is run at once by its caller instead.
 """
 
 import asyncio
@@ -39,6 +40,10 @@ class Job:
 # A batch expected to run in less than this runs on the event loop: the hand-off to a thread
 # and back costs about as much (measured: docs/serving.md, Throughput).
 INLINE_INFERENCE_S = 0.0005
+# A request whose model runs in less than this skips the queue when nothing is waiting:
+# queueing it and handing the answer back costs the loop about this much CPU (measured with
+# the no-op model: docs/serving.md, Throughput), more than a batch could save it.
+RUN_ALONE_S = 0.0001
 _STOP = object()  # queued by close(): everything before it is still answered
 
 
@@ -81,6 +86,7 @@ class Batcher:
         self.stats = VersionStatistics()
         self._queue: asyncio.Queue = asyncio.Queue()
         self._carry: Job | object | None = None
+        self._busy = False  # a batch is being run (on the loop or in a thread)
         self._closing = False
         self._task: asyncio.Task | None = None
 
@@ -100,10 +106,38 @@ class Batcher:
                 f"queue of {self.model.name} is full ({self.pending_images} images waiting, "
                 f"capacity {self.capacity})"
             )
+        if self._can_run_alone(len(pixels)):
+            return self._run_alone(pixels, deadline)
         job = Job(pixels, asyncio.get_running_loop().create_future(), deadline)
         self._queue.put_nowait(job)
         self._count_pending(job.size)
         return await job.future
+
+    def _can_run_alone(self, images: int) -> bool:
+        """Nothing to batch with (no batch running or queued, and no delay to wait for one)
+        and the run cheaper than the trip through the queue."""
+        idle = not self._busy and self._carry is None and self._queue.empty()
+        waits = self.batching and self.delay_s > 0
+        return idle and not waits and images * self.model.image_seconds <= RUN_ALONE_S
+
+    def _run_alone(self, pixels: np.ndarray, deadline: float | None) -> np.ndarray:
+        """The request's own batch, run right here: no queue, future or task switch (these
+        cost more than the no-op model's whole run, docs/serving.md)."""
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            raise errors.deadline_exceeded("deadline passed before the request's batch ran")
+        self.stats.queue.add(0)
+        try:
+            probabilities, input_ns, infer_ns = assemble_and_predict(self.model, [pixels])
+        except Exception as error:
+            log.exception("inference failed", extra={"model": self.model.name})
+            raise errors.internal(f"inference failed: {error}") from None
+        self._record_batch(1, len(probabilities), input_ns, infer_ns, 0)
+        return probabilities
+
+    def _record_batch(self, jobs: int, images: int, input_ns: int, infer_ns: int, output_ns: int):
+        self.metrics.batch_size.observe(images)
+        self.metrics.inference.observe(infer_ns / 1e9)
+        self.stats.record_batch(jobs, images, input_ns, infer_ns, output_ns)
 
     async def close(self) -> None:
         """Answer everything queued so far, then stop."""
@@ -122,8 +156,12 @@ class Batcher:
             if jobs is None:
                 return
             live = self._drop_expired(jobs)
-            if live:
-                await self._infer(live)
+            self._busy = True
+            try:
+                if live:
+                    await self._infer(live)
+            finally:
+                self._busy = False
 
     async def _take(self, timeout: float | None):
         if self._carry is not None:
@@ -194,8 +232,6 @@ class Batcher:
                 if not job.future.done():
                     job.future.set_exception(errors.internal(f"inference failed: {error}"))
             return
-        self.metrics.batch_size.observe(len(probabilities))
-        self.metrics.inference.observe(infer_ns / 1e9)
         output_start = time.perf_counter_ns()
         offset = 0
         for job in jobs:
@@ -203,4 +239,4 @@ class Batcher:
                 job.future.set_result(probabilities[offset : offset + job.size])
             offset += job.size
         output_ns = time.perf_counter_ns() - output_start
-        self.stats.record_batch(len(jobs), len(probabilities), input_ns, infer_ns, output_ns)
+        self._record_batch(len(jobs), len(probabilities), input_ns, infer_ns, output_ns)

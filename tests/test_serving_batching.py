@@ -1,6 +1,7 @@
 """The dynamic batcher on a real ONNX Runtime session, without gRPC in between."""
 
 import asyncio
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -9,7 +10,7 @@ import pytest
 
 from common.model_runtime import ProviderChoice
 from common.repository import version_dir
-from serving.batcher import Batcher
+from serving.batcher import RUN_ALONE_S, Batcher
 from serving.errors import ServingError
 from serving.metrics import ServerMetrics
 from serving.runtime import load_model_version
@@ -158,3 +159,47 @@ def test_close_answers_everything_queued_first(model, images):
 
     results, _ = run_batcher(model, scenario, delay_s=5)
     np.testing.assert_allclose(np.concatenate(results), expected[:5], atol=ATOL)
+
+
+def single_images(batcher, pixels, count):
+    return asyncio.gather(*(batcher.classify(pixels[i : i + 1], None) for i in range(count)))
+
+
+def test_a_lone_request_for_a_cheap_model_skips_the_queue(model, images):
+    """A model measured faster than the queue trip (RUN_ALONE_S) runs each request that finds
+    nothing to batch with at once, on the loop: the batcher's task never sees it."""
+    pixels, expected = images
+    cheap = dataclasses.replace(model, image_seconds=RUN_ALONE_S / 10)
+    batchers = []
+
+    async def scenario(batcher):
+        batchers.append(batcher)
+        return await single_images(batcher, pixels, 6)
+
+    results, metrics = run_batcher(cheap, scenario, delay_s=0)
+    np.testing.assert_allclose(np.concatenate(results), expected[:6], atol=ATOL)
+    assert batch_sizes(metrics)[:2] == (6, 6)
+    assert batchers[0].stats.queue.count == 6 and batchers[0].stats.queue.ns == 0
+
+
+@pytest.mark.parametrize(
+    "image_seconds, delay_s",
+    [(None, 0), (RUN_ALONE_S / 10, 0.05)],
+    ids=["model-slower-than-the-queue", "batch-delay-set"],
+)
+def test_requests_still_share_batches_unless_both_cheap_and_undelayed(
+    model, images, image_seconds, delay_s
+):
+    pixels, expected = images
+    measured = (
+        model if image_seconds is None else dataclasses.replace(model, image_seconds=image_seconds)
+    )
+    assert image_seconds is not None or measured.image_seconds > RUN_ALONE_S
+
+    async def scenario(batcher):
+        return await single_images(batcher, pixels, 6)
+
+    results, metrics = run_batcher(measured, scenario, delay_s=delay_s)
+    np.testing.assert_allclose(np.concatenate(results), expected[:6], atol=ATOL)
+    runs, total, _ = batch_sizes(metrics)
+    assert total == 6 and runs < 6
