@@ -12,6 +12,7 @@ from training.augment import (
     RandomStrokeWidth,
     augment_batches,
     build_augmenter,
+    scaled_side,
 )
 from training.bundled.materialise import load_bundled
 from training.models import build_scratch_cnn, build_vgg16_backbone, build_vgg16_finetuned
@@ -179,3 +180,14 @@ def test_mixed_preset_gives_each_batch_the_robust_or_the_standard_transforms():
     assert max(standard) < min(robust), (standard, robust)
     middle = (max(standard) + min(robust)) / 2
     assert any(m < middle for m in mixed) and any(m > middle for m in mixed), mixed
+
+
+def test_low_resolution_is_the_same_share_of_any_image_side():
+    """8 px of a 100x100 digit are 4 px of a 50x50 one (pretraining's smaller stages)."""
+    assert scaled_side(8, tf.constant([100, 100])).numpy().tolist() == [8, 8]
+    assert scaled_side(8, tf.constant([50, 50])).numpy().tolist() == [4, 4]
+    assert scaled_side(6, tf.constant([32, 32])).numpy().tolist() == [2, 2]  # at least 2
+    small = np.pad(np.full((1, 16, 16, 1), 255.0, np.float32), ((0, 0), (8, 8), (8, 8), (0, 0)))
+    out = RandomLowResolution(seed=1)(np.repeat(small, 64, axis=0), training=True).numpy()
+    assert out.shape == (64, 32, 32, 1)
+    assert (np.abs(out - small).mean(axis=(1, 2, 3)) > 1).any()  # some made coarser

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tf_keras as keras
 
 import training.models  # noqa: F401  (registers PolarityNormalization for load_model)
 from common.contract import MODEL_NAMES
 from tests.test_data import write_digit_folder
+from training.backbone import ensure_fallback_weights, fallback_paths
 from training.config import PretrainConfig, TrainConfig
 from training.data import load_dataset
+from training.distribute import Placement
 from training.run import parse_args, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,6 +231,20 @@ def test_bad_flag_value_is_one_line_error():
         assert_one_line_error(run_cli(flag, "-1"), flag, "negative")
     for stages in ("32x4,64", "16x2", "32x0", "big"):
         assert_one_line_error(run_cli("--pretrain-stages", stages), "SIDExEPOCHS")
+
+
+def test_pretraining_augmentation_is_its_own_cached_backbone(tmp_path):
+    """--pretrain-augmentation reaches the pretraining, and a backbone pretrained with it is
+    cached beside (not over) the standard one."""
+    config = parse_args(["--pretrain-augmentation", "mixed"])
+    assert config.pretrain.augmentation == "mixed"
+    pretrain = replace(TINY_PRETRAIN, augmentation="robust")
+    placement = Placement(tf.distribute.get_strategy(), "none", True, 0, 1, None)
+    weights, sidecar = ensure_fallback_weights(tmp_path, pretrain, 1, 0, placement)
+    standard, _ = fallback_paths(tmp_path, TINY_PRETRAIN)
+    assert weights.name == "vgg16_digits3to9_32-40px_robust.h5" and weights.is_file()
+    assert weights != standard and not standard.exists()
+    assert sidecar["settings"]["augmentation"] == "robust"
 
 
 def test_pretrain_stages_flag_reaches_the_config():

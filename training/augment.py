@@ -25,9 +25,12 @@ from dataclasses import dataclass
 import tensorflow as tf
 import tf_keras as keras
 
+from common.contract import IMAGE_SIZE
+
 CONTRAST = 0.2
-# A blurred image is scaled down to one of these sides (log-spaced, so the coarsest scans
-# are drawn as often as the mild ones) and back up.
+# A blurred image is scaled down to one of these sides of a 100x100 image (log-spaced, so
+# the coarsest scans are drawn as often as the mild ones; the same share of a smaller one's
+# side, as in the fallback backbone's pretraining) and back up.
 LOW_RESOLUTION_SIDES = (6, 8, 11, 16, 23, 32)
 LOW_RESOLUTION_SHARE = 0.3  # of the images
 STROKE_WINDOWS = (3, 5)  # dilation / erosion windows
@@ -93,6 +96,12 @@ class RandomStrokeWidth(SeededTransform):
         return one_variant_per_image(images, variants, 0.5, self.seed)
 
 
+def scaled_side(side: int, size: tf.Tensor) -> tf.Tensor:
+    """[h, w] that are `side` pixels of a 100x100 image, for an image of `size` (at least 2)."""
+    scaled = tf.round(tf.cast(size, tf.float32) * (side / IMAGE_SIZE))
+    return tf.maximum(tf.cast(scaled, tf.int32), 2)
+
+
 class RandomLowResolution(SeededTransform):
     """Per image, for a share of them: down to one of LOW_RESOLUTION_SIDES and back up, as a
     cheap scanner or a thumbnail gives (and a blur)."""
@@ -100,7 +109,9 @@ class RandomLowResolution(SeededTransform):
     def transform(self, images: tf.Tensor) -> tf.Tensor:
         size = tf.shape(images)[1:3]
         variants = [
-            tf.image.resize(tf.image.resize(images, [side, side], "area"), size, "bilinear")
+            tf.image.resize(
+                tf.image.resize(images, scaled_side(side, size), "area"), size, "bilinear"
+            )
             for side in LOW_RESOLUTION_SIDES
         ]
         return one_variant_per_image(images, variants, 1.0 - LOW_RESOLUTION_SHARE, self.seed)

@@ -101,7 +101,8 @@ def _fallback_backbone(config: TrainConfig, placement: Placement) -> Backbone:
 
 def fallback_paths(cache_dir: Path, pretrain: PretrainConfig) -> tuple[Path, Path]:
     sides = "-".join(str(side) for side, _ in pretrain.stages)
-    stem = Path(cache_dir) / "backbones" / f"vgg16_digits3to9_{sides}px"
+    augmented = "" if pretrain.augmentation == "standard" else f"_{pretrain.augmentation}"
+    stem = Path(cache_dir) / "backbones" / f"vgg16_digits3to9_{sides}px{augmented}"
     return stem.with_suffix(".h5"), stem.with_suffix(".json")
 
 
@@ -175,14 +176,16 @@ def pretrain_on_digits(weights: Path, pretrain: PretrainConfig, seed: int, verbo
     train, held = _pretraining_split(labels, pretrain.per_class, seed)
     print(
         f"pretraining the fallback VGG16 backbone on digits 3-9: {len(train)} images, "
-        f"stages (side x epochs) {pretrain.stages_label()}"
+        f"stages (side x epochs) {pretrain.stages_label()}, {pretrain.augmentation} augmentation"
     )
     model, history, epochs_run, start = None, None, 0, time.perf_counter()
     for side, epochs in pretrain.stages:
         model = _classifier(side, model.get_weights() if model else None, pretrain.learning_rate)
         train_images, held_images = _resized(images[train], side), _resized(images[held], side)
         history = model.fit(
-            training_dataset(train_images, labels[train], pretrain.batch_size, seed),
+            training_dataset(
+                train_images, labels[train], pretrain.batch_size, seed, pretrain.augmentation
+            ),
             validation_data=evaluation_dataset(held_images, labels[held], EVAL_BATCH_SIZE),
             epochs=epochs,
             verbose=verbose,

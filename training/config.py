@@ -59,6 +59,11 @@ class PretrainConfig:
     per_class: int = setting(
         600, "fallback: digits per class 3-9 (0 = all)", parse=non_negative_int
     )
+    augmentation: str = setting(
+        "standard",
+        "fallback: augmentation preset of the pretraining (as --augmentation)",
+        choices=AUGMENTATION_PRESETS,
+    )
     batch_size: int = 64
     learning_rate: float = 2e-4
 
