@@ -234,16 +234,24 @@ def test_bad_flag_value_is_one_line_error():
 
 
 def test_pretraining_augmentation_is_its_own_cached_backbone(tmp_path):
-    """--pretrain-augmentation reaches the pretraining, and a backbone pretrained with it is
-    cached beside (not over) the standard one."""
+    """--pretrain-augmentation reaches the pretraining; a backbone pretrained with it is
+    cached beside (not over) the standard one; a standard one cached before the setting
+    existed (its sidecar without it) is still used."""
     config = parse_args(["--pretrain-augmentation", "mixed"])
     assert config.pretrain.augmentation == "mixed"
-    pretrain = replace(TINY_PRETRAIN, augmentation="robust")
     placement = Placement(tf.distribute.get_strategy(), "none", True, 0, 1, None)
-    weights, sidecar = ensure_fallback_weights(tmp_path, pretrain, 1, 0, placement)
-    standard, _ = fallback_paths(tmp_path, TINY_PRETRAIN)
+    standard, sidecar = ensure_fallback_weights(tmp_path, TINY_PRETRAIN, 1, 0, placement)
+    _, sidecar_path = fallback_paths(tmp_path, TINY_PRETRAIN)
+    del sidecar["settings"]["augmentation"]  # as written before the setting
+    sidecar_path.write_text(json.dumps(sidecar))
+    written = standard.stat().st_mtime_ns
+    again, _ = ensure_fallback_weights(tmp_path, TINY_PRETRAIN, 1, 0, placement)
+    assert again == standard and standard.stat().st_mtime_ns == written  # not pretrained again
+
+    robust = replace(TINY_PRETRAIN, augmentation="robust")
+    weights, sidecar = ensure_fallback_weights(tmp_path, robust, 1, 0, placement)
     assert weights.name == "vgg16_digits3to9_32-40px_robust.h5" and weights.is_file()
-    assert weights != standard and not standard.exists()
+    assert weights != standard and standard.is_file()
     assert sidecar["settings"]["augmentation"] == "robust"
 
 

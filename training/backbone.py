@@ -116,7 +116,8 @@ def ensure_fallback_weights(
     settings = json.loads(json.dumps(settings))  # as the sidecar reads back (lists)
     if weights.is_file() and sidecar_path.is_file():
         sidecar = json.loads(sidecar_path.read_text())
-        if sidecar.get("settings") == settings:
+        # sidecars written before --pretrain-augmentation existed were pretrained standard
+        if {"augmentation": "standard", **sidecar.get("settings", {})} == settings:
             print(f"using cached fallback backbone {weights} (built in {sidecar['seconds']:.0f} s)")
             return weights, sidecar
     if placement.is_chief:
