@@ -47,6 +47,13 @@ RUN_ALONE_S = 0.0001
 _STOP = object()  # queued by close(): everything before it is still answered
 
 
+def deadline_passed(deadline: float | None) -> errors.ServingError | None:
+    """The error for a caller whose deadline (event-loop time) passed before its run."""
+    if deadline is None or asyncio.get_running_loop().time() < deadline:
+        return None
+    return errors.deadline_exceeded("deadline passed before the request's batch ran")
+
+
 def assemble_and_predict(
     model: ModelVersion, parts: list[np.ndarray]
 ) -> tuple[np.ndarray, int, int]:
@@ -123,14 +130,13 @@ class Batcher:
     def _run_alone(self, pixels: np.ndarray, deadline: float | None) -> np.ndarray:
         """The request's own batch, run right here: no queue, future or task switch (these
         cost more than the no-op model's whole run, docs/serving.md)."""
-        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
-            raise errors.deadline_exceeded("deadline passed before the request's batch ran")
+        if (expired := deadline_passed(deadline)) is not None:
+            raise expired
         self.stats.queue.add(0)
         try:
             probabilities, input_ns, infer_ns = assemble_and_predict(self.model, [pixels])
         except Exception as error:
-            log.exception("inference failed", extra={"model": self.model.name})
-            raise errors.internal(f"inference failed: {error}") from None
+            raise errors.internal(self._logged_failure(error)) from None
         self._record_batch(1, len(probabilities), input_ns, infer_ns, 0)
         return probabilities
 
@@ -138,6 +144,11 @@ class Batcher:
         self.metrics.batch_size.observe(images)
         self.metrics.inference.observe(infer_ns / 1e9)
         self.stats.record_batch(jobs, images, input_ns, infer_ns, output_ns)
+
+    def _logged_failure(self, error: Exception) -> str:
+        """Log a failed run once; the message each of its callers gets."""
+        log.exception("inference failed", extra={"model": self.model.name})
+        return f"inference failed: {error}"
 
     async def close(self) -> None:
         """Answer everything queued so far, then stop."""
@@ -200,15 +211,12 @@ class Batcher:
 
     def _drop_expired(self, jobs: list[Job]) -> list[Job]:
         """Callers that gave up (cancelled) or whose deadline passed are not computed."""
-        now = asyncio.get_running_loop().time()
         live = []
         for job in jobs:
             if job.future.done():
                 continue
-            if job.deadline is not None and now >= job.deadline:
-                job.future.set_exception(
-                    errors.deadline_exceeded("deadline passed before the request's batch ran")
-                )
+            if (expired := deadline_passed(job.deadline)) is not None:
+                job.future.set_exception(expired)
                 continue
             live.append(job)
         return live
@@ -227,10 +235,10 @@ class Batcher:
                     self.executor, assemble_and_predict, self.model, parts
                 )
         except Exception as error:  # a broken graph must not hang its callers
-            log.exception("inference failed", extra={"model": self.model.name})
+            message = self._logged_failure(error)
             for job in jobs:
                 if not job.future.done():
-                    job.future.set_exception(errors.internal(f"inference failed: {error}"))
+                    job.future.set_exception(errors.internal(message))
             return
         output_start = time.perf_counter_ns()
         offset = 0

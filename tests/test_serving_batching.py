@@ -203,3 +203,24 @@ def test_requests_still_share_batches_unless_both_cheap_and_undelayed(
     np.testing.assert_allclose(np.concatenate(results), expected[:6], atol=ATOL)
     runs, total, _ = batch_sizes(metrics)
     assert total == 6 and runs < 6
+
+
+@pytest.mark.parametrize("image_seconds", [None, RUN_ALONE_S / 10], ids=["queued", "alone"])
+def test_a_failed_run_answers_its_callers_internal(model, images, image_seconds):
+    """ONNX Runtime refusing the run (here: an input name the graph lacks) fails the request
+    with INTERNAL, on the queued path and the lone one alike; the batcher goes on."""
+    pixels, _ = images
+    broken = dataclasses.replace(model, input_name="not_an_input")
+    if image_seconds is not None:
+        broken = dataclasses.replace(broken, image_seconds=image_seconds)
+
+    async def scenario(batcher):
+        return await asyncio.gather(
+            *(batcher.classify(pixels[i : i + 1], None) for i in range(3)),
+            return_exceptions=True,
+        )
+
+    results, _ = run_batcher(broken, scenario, delay_s=0)
+    for result in results:
+        assert isinstance(result, ServingError) and result.code == grpc.StatusCode.INTERNAL
+        assert result.message.startswith("inference failed: ")
