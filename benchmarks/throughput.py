@@ -49,6 +49,7 @@ CELLS = (
     ("scratch_cnn", 16, 8),
     ("vgg16_finetuned", 8, 1),
     (NOOP_MODEL, 32, 1),
+    (NOOP_MODEL, 1, 1),  # with the floor's: what C=1 costs without a model
 )
 MAX_BATCH_SIZE = 64  # the servers' --max-batch-size (benchmark_server's default)
 REFERENCE_BATCHES = (1, 2, 4, 8, 16, 32, 64)
@@ -63,6 +64,7 @@ MEASURES = (  # what headlines() measures, and a targets file may name
     "vgg16_c8_ratio_to_ort_same_batch",
     "noop_rate_over_baseline",
     "noop_rate_over_grpc_floor",
+    "c1_p50_noop_over_grpc_floor_ms",
 )
 
 
@@ -228,6 +230,14 @@ def raw_at(results: dict, model: str, batch: int) -> dict | None:
     }
 
 
+def p50_of(cell: dict | None) -> float | None:
+    return None if cell is None else cell["p50"]
+
+
+def difference(value: float | None, reference: float | None) -> float | None:
+    return None if value is None or reference is None else value - reference
+
+
 def headlines(results: dict) -> dict[str, float | str | None]:
     """The measures the targets judge (see benchmarks/targets/throughput.json). "Same batch
     size" is, as in benchmarks.latency, the largest batch a cell lets the server form: the
@@ -261,13 +271,16 @@ def headlines(results: dict) -> dict[str, float | str | None]:
         "c32_p99_over_baseline": ratio(c32 and c32["p99"], base32 and base32["p99"]),
         "c32_busy_cores": c32 and c32["machine_busy_cores"],
         "best_ratio_to_ort_same_batch": best_setting,
-        "c1_p50_over_ort_ms": None if not (c1 and raw1) else c1["p50"] - raw1["median_ms"],
+        "c1_p50_over_ort_ms": difference(p50_of(c1), raw1 and raw1["median_ms"]),
         "vgg16_c8_ratio_to_ort_same_batch": to_raw("vgg16_finetuned", 8),
         "noop_rate_over_baseline": ratio(
             rate(best(NOOP_MODEL, 32)[1]), rate(cells.get((BASELINE, NOOP_MODEL, 32, 1)))
         ),
         "noop_rate_over_grpc_floor": ratio(
             rate(best(NOOP_MODEL, 32)[1]), rate(cells.get((FLOOR, NOOP_MODEL, 32, 1)))
+        ),
+        "c1_p50_noop_over_grpc_floor_ms": difference(
+            p50_of(best(NOOP_MODEL, 1)[1]), p50_of(cells.get((FLOOR, NOOP_MODEL, 1, 1)))
         ),
     }
 
@@ -283,6 +296,7 @@ def judged(values: dict, targets: dict) -> list[dict]:
 def markdown(results: dict, verdicts: list[dict]) -> str:
     cells = averaged(results)
     floor_share = results["headlines"]["noop_rate_over_grpc_floor"]
+    floor_c1 = cells.get((FLOOR, NOOP_MODEL, 1, 1))
     rows = [
         [server, model, f"{c} x {k}", fmt(v["images_per_s"], 0), fmt(v["p50"], 2), fmt(v["p99"], 1),
          fmt(v["server_cores"], 2), fmt(v["client_cores"], 2), pct(v["machine_idle_share"]),
@@ -329,7 +343,10 @@ def markdown(results: dict, verdicts: list[dict]) -> str:
         "",
         f"For scale: the no-op model's best request rate is {pct(floor_share)} of the gRPC "
         "floor's (benchmarks.grpc_floor: a ready-made answer to every call, no model, no batching, "
-        "no metrics, in as many processes as the most workers), with the same client.",
+        "no metrics, in as many processes as the most workers), with the same client. At C=1 "
+        f"the floor answers in {fmt(p50_of(floor_c1), 2)} ms (p50) and the no-op model in "
+        f"{fmt(results['headlines']['c1_p50_noop_over_grpc_floor_ms'], 2)} ms more: what the "
+        "request path costs a lone caller, model aside.",
         "",
         "![throughput](throughput.png)",
         "",

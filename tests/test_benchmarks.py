@@ -456,6 +456,8 @@ def test_throughput_against_a_baseline_checkout_reports_cpu_per_side(repository,
         assert cell["server_cpu_ms_per_request"] > 0 and cell["client_cpu_ms_per_request"] > 0
     assert results["headlines"]["c32_throughput_over_baseline"] > 0
     assert 0 < results["headlines"]["noop_rate_over_grpc_floor"] < 1  # the floor does less
+    assert ("grpc-floor", "noop", 1) in {(c["server"], c["model"], c["concurrency"]) for c in cells}
+    assert results["headlines"]["c1_p50_noop_over_grpc_floor_ms"] is not None
     assert set(results["headlines"]) == {"best_c32_setting", *throughput.MEASURES}
     assert {t["measure"] for t in results["targets"]} >= {"noop_rate_over_baseline"}
     assert_pngs(output, ["throughput.png"])
