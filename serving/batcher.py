@@ -4,8 +4,10 @@ Callers put their preprocessed pixels on a bounded queue and await a future. One
 version takes the first waiting request, gathers more until the batch is full or the
 first request has waited `delay`, drops callers whose deadline already passed, runs ONNX
 Runtime in a worker thread (a batch cheaper than the hand-off, on the loop) and hands each
-caller its own rows of the output. A request for a model that runs faster than the trip
-through the queue, finding nothing to batch with, is run at once by its caller instead.
+caller its own rows of the output. A request finding nothing to batch with is run at once
+by its caller instead, on the loop, when its model runs faster than the trip through the
+queue, or when it is the only request the process is working on and cheap enough for the
+loop (no request could join its batch in time).
 """
 
 import asyncio
@@ -100,8 +102,11 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"batcher-{self.model.name}")
 
-    async def classify(self, pixels: np.ndarray, deadline: float | None) -> np.ndarray:
-        """Probabilities [k, classes] for uint8 pixels [k, 100, 100]; raises ServingError."""
+    async def classify(
+        self, pixels: np.ndarray, deadline: float | None, only_request: bool = False
+    ) -> np.ndarray:
+        """Probabilities [k, classes] for uint8 pixels [k, 100, 100]; raises ServingError.
+        `only_request`: no other request is being worked on in this process."""
         if self._closing:
             raise errors.unavailable(f"{self.model.name} version {self.model.version} is unloading")
         if len(pixels) > self.capacity:
@@ -113,19 +118,22 @@ class Batcher:
                 f"queue of {self.model.name} is full ({self.pending_images} images waiting, "
                 f"capacity {self.capacity})"
             )
-        if self._can_run_alone(len(pixels)):
+        if self._can_run_alone(len(pixels), only_request):
             return self._run_alone(pixels, deadline)
         job = Job(pixels, asyncio.get_running_loop().create_future(), deadline)
         self._queue.put_nowait(job)
         self._count_pending(job.size)
         return await job.future
 
-    def _can_run_alone(self, images: int) -> bool:
-        """Nothing to batch with (no batch running or queued, and no delay to wait for one)
-        and the run cheaper than the trip through the queue."""
+    def _can_run_alone(self, images: int, only_request: bool) -> bool:
+        """Nothing to batch with (no batch running or queued, and no delay to wait for one),
+        and the run cheaper than the trip through the queue, or the process's only request
+        and cheap enough to run on the loop."""
         idle = not self._busy and self._carry is None and self._queue.empty()
-        waits = self.batching and self.delay_s > 0
-        return idle and not waits and images * self.model.image_seconds <= RUN_ALONE_S
+        if not idle or (self.batching and self.delay_s > 0):
+            return False
+        run_s = images * self.model.image_seconds
+        return run_s <= RUN_ALONE_S or (only_request and run_s <= INLINE_INFERENCE_S)
 
     def _run_alone(self, pixels: np.ndarray, deadline: float | None) -> np.ndarray:
         """The request's own batch, run right here: no queue, future or task switch (these

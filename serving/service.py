@@ -114,7 +114,8 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         )
         # Looked up again after the await: a reload may have changed the newest version.
         batcher = self.registry.get(name, version)
-        return batcher, await batcher.classify(pixels, deadline)
+        only_request = self.admission.in_progress <= 1
+        return batcher, await batcher.classify(pixels, deadline, only_request)
 
     async def classify(
         self, request: digits_pb2.ClassifyRequest, deadline: float | None
