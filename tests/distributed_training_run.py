@@ -44,6 +44,10 @@ def main() -> None:
         finetune_epochs=2,
         batch_size=8,
         vgg16_batch_size=8,
+        font_digits=4,
+        # every random layer draws per image, so a batch split between replicas is augmented
+        # as it is whole; the mixed preset's one draw per batch (robust or standard) is not
+        augmentation="robust",
         base_weights="digits",
         export=False,
         verbose=0,

@@ -106,7 +106,8 @@ def finish(workers: list[subprocess.Popen]) -> list[str]:
 
 def training_args(data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
     common = ["--data-dir", str(data), "--output", str(out), "--cache-dir", str(cache)]
-    return common + ["--no-export", "--verbose", "2", "--batch-size", "8", *extra]
+    tiny = ["--batch-size", "8", "--font-digits", "4"]
+    return common + ["--no-export", "--verbose", "2", *tiny, *extra]
 
 
 def test_two_workers_train_one_model_and_only_the_chief_writes(tmp_path):

@@ -32,6 +32,7 @@ def tiny_config(tmp_path: Path, **changes) -> TrainConfig:
         epochs=1,
         finetune_epochs=1,
         batch_size=8,
+        font_digits=4,  # the default recipe's font digits, a few
         base_weights="digits",  # the offline fallback, at a tiny scale
         export=False,
         verbose=0,

@@ -15,9 +15,9 @@ Three presets (`--augmentation`):
 No flip in any: a mirrored 2 is not a 2. Borders are filled with the nearest edge pixel,
 so dark-on-white images do not grow black corners. These layers run only inside
 `dataset.map(..., training=True)`; the models hold no random layer, so nothing random can
-reach an exported graph. The three layers written here draw their random numbers like
-Keras' own preprocessing layers do: TensorFlow random ops with an operation seed, under the
-run's global seed.
+reach an exported graph. The layers written here draw their random numbers as Keras' own
+preprocessing layers do, from Keras' seeded generator (a tf.random.Generator), so a run
+under tf.distribute augments exactly as one on a single device.
 """
 
 from dataclasses import dataclass
@@ -56,26 +56,28 @@ MIXED = "mixed"  # each batch: robust or standard (augment_batches)
 MIXED_ROBUST_SHARE = 0.5
 
 
-class SeededTransform(keras.layers.Layer):
-    """A random transform that runs only when training, its random ops seeded with `seed`."""
+class SeededTransform(keras.__internal__.layers.BaseRandomLayer):
+    """A random transform that runs only when training, drawing from Keras' generator seeded
+    with `seed` (as Keras' own preprocessing layers do)."""
 
     def __init__(self, seed: int, **kwargs):
-        super().__init__(**kwargs)
-        self.seed = seed
+        super().__init__(seed=seed, force_generator=True, **kwargs)
 
     def call(self, images: tf.Tensor, training: bool = True) -> tf.Tensor:
         return self.transform(images) if training else images
+
+    def uniform(self, shape) -> tf.Tensor:
+        return self._random_generator.random_uniform(shape)
 
     def transform(self, images: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError
 
 
 def one_variant_per_image(
-    images: tf.Tensor, variants: list[tf.Tensor], unchanged_share: float, seed: int
+    images: tf.Tensor, variants: list[tf.Tensor], unchanged_share: float, draws: tf.Tensor
 ) -> tf.Tensor:
     """Per image: itself with probability `unchanged_share`, else one of `variants` (each a
-    transform of the whole batch), drawn uniformly."""
-    draws = tf.random.uniform([tf.shape(images)[0]], seed=seed)
+    transform of the whole batch), chosen by `draws` (uniform in 0..1, one per image)."""
     changed = (draws - unchanged_share) / (1.0 - unchanged_share)  # uniform in 0..1 if > 0
     pick = tf.where(draws < unchanged_share, 0, 1 + tf.cast(changed * len(variants), tf.int32))
     pick = tf.minimum(pick, len(variants))
@@ -93,7 +95,7 @@ class RandomStrokeWidth(SeededTransform):
         for window in STROKE_WINDOWS:
             pool = lambda x, w=window: tf.nn.max_pool2d(x, w, 1, "SAME")  # noqa: E731
             variants += [pool(images), -pool(-images)]
-        return one_variant_per_image(images, variants, 0.5, self.seed)
+        return one_variant_per_image(images, variants, 0.5, self.uniform([tf.shape(images)[0]]))
 
 
 def scaled_side(side: int, size: tf.Tensor) -> tf.Tensor:
@@ -114,7 +116,8 @@ class RandomLowResolution(SeededTransform):
             )
             for side in LOW_RESOLUTION_SIDES
         ]
-        return one_variant_per_image(images, variants, 1.0 - LOW_RESOLUTION_SHARE, self.seed)
+        draws = self.uniform([tf.shape(images)[0]])
+        return one_variant_per_image(images, variants, 1.0 - LOW_RESOLUTION_SHARE, draws)
 
 
 class RandomBackgroundGradient(SeededTransform):
@@ -123,7 +126,7 @@ class RandomBackgroundGradient(SeededTransform):
 
     def transform(self, images: tf.Tensor) -> tf.Tensor:
         count, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
-        draws = tf.random.uniform([count, 2], seed=self.seed)
+        draws = self.uniform([count, 2])
         angle = 2 * 3.141592653589793 * draws[:, 0]
         amplitude = BACKGROUND_GRADIENT * draws[:, 1]
         rows = tf.cast(tf.range(height), tf.float32)[None, :, None] / tf.cast(height, tf.float32)
@@ -136,6 +139,21 @@ class RandomBackgroundGradient(SeededTransform):
         paper_is_light = mean > (low + high) / 2.0  # the models' own polarity rule
         direction = tf.where(paper_is_light, -1.0, 1.0)
         return images + direction * ramp[..., None]
+
+
+class RandomChoiceOfTwo(SeededTransform):
+    """Per batch: `first` with probability `first_share`, else `second`."""
+
+    def __init__(self, first, second, first_share: float, seed: int, **kwargs):
+        super().__init__(seed, **kwargs)
+        self.first, self.second, self.first_share = first, second, first_share
+
+    def transform(self, images: tf.Tensor) -> tf.Tensor:
+        return tf.cond(
+            self.uniform([]) < self.first_share,
+            lambda: self.first(images, training=True),
+            lambda: self.second(images, training=True),
+        )
 
 
 def build_augmenter(seed: int, preset: str = "standard") -> keras.Sequential:
@@ -169,20 +187,10 @@ def augment_batches(
     mixed preset gives each batch the robust or the standard augmenter, half and half."""
     if preset == MIXED:
         robust, standard = build_augmenter(seed, "robust"), build_augmenter(seed + 10, "standard")
-
-        def augment(images: tf.Tensor) -> tf.Tensor:
-            chosen = tf.random.uniform([], seed=seed + 8) < MIXED_ROBUST_SHARE
-            return tf.cond(
-                chosen,
-                lambda: robust(images, training=True),
-                lambda: standard(images, training=True),
-            )
+        augmenter = RandomChoiceOfTwo(robust, standard, MIXED_ROBUST_SHARE, seed + 8)
     else:
         augmenter = build_augmenter(seed, preset)
-
-        def augment(images: tf.Tensor) -> tf.Tensor:
-            return augmenter(images, training=True)
-
     return dataset.map(
-        lambda images, labels: (augment(images), labels), num_parallel_calls=tf.data.AUTOTUNE
+        lambda images, labels: (augmenter(images, training=True), labels),
+        num_parallel_calls=tf.data.AUTOTUNE,
     )

@@ -50,7 +50,7 @@ class PretrainConfig:
     one teaches the filters the stroke widths they will see at 100x100."""
 
     stages: tuple[tuple[int, int], ...] = setting(
-        ((32, 4), (64, 1)),
+        ((32, 4), (64, 1), (100, 1)),
         "fallback backbone: SIDExEPOCHS per stage, growing image sizes",
         parse=pretrain_stages,
         show=stages_label,
@@ -87,7 +87,7 @@ class TrainConfig:
     )
     models: tuple[str, ...] = setting(MODEL_NAMES, "models to train", parse=model_names)
     epochs: int = setting(
-        10, "at most N epochs for scratch_cnn and for vgg16_finetuned's head (phase 1)",
+        30, "at most N epochs for scratch_cnn and for vgg16_finetuned's head (phase 1)",
         parse=positive_int,
     )  # fmt: skip
     finetune_epochs: int = setting(
@@ -113,13 +113,13 @@ class TrainConfig:
     )
     export: bool = setting(True, "publish to OUTPUT/model_repository after training")
     augmentation: str = setting(
-        "standard",
+        "mixed",
         "augmentation preset: standard, robust, or mixed (each batch one of the two; "
         "training/augment.py)",
         choices=AUGMENTATION_PRESETS,
     )
     font_digits: int = setting(
-        0,
+        300,
         "digits rendered from installed fonts, per class, added to the training split only "
         "(training/font_digits.py; 0: none)",
         parse=non_negative_int,
@@ -135,12 +135,12 @@ class TrainConfig:
         parse=non_negative_int,
     )  # fmt: skip
     early_stopping_patience: int = setting(
-        3, "epochs without a better val_loss before a phase stops", parse=positive_int,
+        6, "epochs without a better val_loss before a phase stops", parse=positive_int,
         flag="--patience",
     )  # fmt: skip
     min_epochs: int = setting(
-        0, "epochs scratch_cnn and vgg16_finetuned's head run before early stopping watches "
-        "val_loss (the best epoch is chosen among the later ones)", parse=non_negative_int,
+        12, "epochs scratch_cnn runs before early stopping watches val_loss (the best epoch "
+        "is chosen among the later ones)", parse=non_negative_int,
     )  # fmt: skip
     pretrain: PretrainConfig = PretrainConfig()
     distribute: str = setting(

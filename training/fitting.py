@@ -144,14 +144,9 @@ def fit_phase(
 
 
 def phase_settings(config: TrainConfig, name: str, learning_rate: float) -> PhaseSettings:
-    """A phase of at most `config.epochs` epochs at `learning_rate`."""
+    """A phase of at most `config.epochs` epochs at `learning_rate`, watched from its first."""
     return PhaseSettings(
-        name,
-        config.epochs,
-        learning_rate,
-        config.early_stopping_patience,
-        config.verbose,
-        config.min_epochs,
+        name, config.epochs, learning_rate, config.early_stopping_patience, config.verbose
     )
 
 
