@@ -320,3 +320,15 @@ def test_min_epochs_delays_early_stopping(tmp_path, min_epochs, epochs_run):
     # the summary reports the epoch whose weights were kept, never one before --min-epochs
     assert restored_epoch(history, min_epochs)["epoch"] == min_epochs + 1
     assert restored_epoch(history[:2], 3)["epoch"] == 2  # none watched: the last epoch's
+
+
+def test_min_epochs_holds_scratch_cnn_but_not_vgg16_s_head(tmp_path, digit_folder):
+    """--min-epochs is scratch_cnn's: at a learning rate of 0 VGG16's head (no batch norm, so
+    its val_loss never moves) stops after its second epoch, watched from the first."""
+    config = tiny_config(
+        tmp_path, epochs=4, min_epochs=3, early_stopping_patience=1, learning_rate=0.0
+    )
+    run(config)
+    metrics = json.loads((config.output_dir / "metrics.json").read_text())["models"]
+    assert metrics["scratch_cnn"]["epochs_run"] == 4  # not watched before its fourth epoch
+    assert metrics["vgg16_finetuned"]["epochs_run"] == 2 + 1  # head 2, phase 2 (1 epoch)
