@@ -1,7 +1,7 @@
 """Label-preserving augmentation for the tf.data training pipeline (never in the models).
 
 Three presets (`--augmentation`):
-- standard (the default, the committed results): rotations up to 10 degrees, shifts up to
+- standard (the default before 2026-11-24): rotations up to 10 degrees, shifts up to
   8 % of the side, zoom +-10 % (independent height/width factors, so also a little stretch),
   contrast and sensor noise.
 - robust: what other writers, pens and scanners do to a digit (the shifts that
@@ -9,8 +9,8 @@ Three presets (`--augmentation`):
   from a little larger down to half their size, thicker and thinner strokes, low resolution
   and blur, uneven lighting, stronger noise. Measured: much steadier off-centre and small
   digits, but lower clean validation accuracy with the standard schedule (README, Results).
-- mixed: each batch gets the robust or the standard transforms, half and half, so the model
-  also sees digits as clean as the validation split's.
+- mixed (the default): each batch gets the robust or the standard transforms, half and
+  half, so the model also sees digits as clean as the validation split's.
 
 No flip in any: a mirrored 2 is not a 2. Borders are filled with the nearest edge pixel,
 so dark-on-white images do not grow black corners. These layers run only inside
