@@ -16,8 +16,9 @@ No flip in any: a mirrored 2 is not a 2. Borders are filled with the nearest edg
 so dark-on-white images do not grow black corners. These layers run only inside
 `dataset.map(..., training=True)`; the models hold no random layer, so nothing random can
 reach an exported graph. The layers written here draw their random numbers as Keras' own
-preprocessing layers do, from Keras' seeded generator (a tf.random.Generator), so a run
-under tf.distribute augments exactly as one on a single device.
+preprocessing layers do, from Keras' seeded generator (a tf.random.Generator), one draw per
+image, so a batch that tf.distribute splits between replicas is augmented as it would be
+whole; only the mixed preset's choice is one draw per batch, so per replica.
 """
 
 from dataclasses import dataclass
