@@ -6,8 +6,7 @@ first request has waited `delay`, drops callers whose deadline already passed, r
 Runtime in a worker thread (a batch cheaper than the hand-off, on the loop) and hands each
 caller its own rows of the output. A request finding nothing to batch with is run at once
 by its caller instead, on the loop, when its model runs faster than the trip through the
-queue, or when it is the only request the process is working on and cheap enough for the
-loop (no request could join its batch in time).
+queue.
 """
 
 import asyncio
@@ -102,11 +101,8 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"batcher-{self.model.name}")
 
-    async def classify(
-        self, pixels: np.ndarray, deadline: float | None, only_request: bool = False
-    ) -> np.ndarray:
-        """Probabilities [k, classes] for uint8 pixels [k, 100, 100]; raises ServingError.
-        `only_request`: no other request is being worked on in this process."""
+    async def classify(self, pixels: np.ndarray, deadline: float | None) -> np.ndarray:
+        """Probabilities [k, classes] for uint8 pixels [k, 100, 100]; raises ServingError."""
         if self._closing:
             raise errors.unavailable(f"{self.model.name} version {self.model.version} is unloading")
         if len(pixels) > self.capacity:
@@ -118,22 +114,22 @@ class Batcher:
                 f"queue of {self.model.name} is full ({self.pending_images} images waiting, "
                 f"capacity {self.capacity})"
             )
-        if self._can_run_alone(len(pixels), only_request):
+        if self._can_run_alone(len(pixels)):
             return self._run_alone(pixels, deadline)
         job = Job(pixels, asyncio.get_running_loop().create_future(), deadline)
         self._queue.put_nowait(job)
         self._count_pending(job.size)
         return await job.future
 
-    def _can_run_alone(self, images: int, only_request: bool) -> bool:
+    def _can_run_alone(self, images: int) -> bool:
         """Nothing to batch with (no batch running or queued, and no delay to wait for one),
-        and the run cheaper than the trip through the queue, or the process's only request
-        and cheap enough to run on the loop."""
+        and the run cheaper than the trip through the queue. (Not a slower model's request
+        that is its process's only one: at C=32 the loop runs one handler after another, so
+        each looks alone, and run on the loop they stopped forming batches, docs/serving.md.)"""
         idle = not self._busy and self._carry is None and self._queue.empty()
         if not idle or (self.batching and self.delay_s > 0):
             return False
-        run_s = images * self.model.image_seconds
-        return run_s <= RUN_ALONE_S or (only_request and run_s <= INLINE_INFERENCE_S)
+        return images * self.model.image_seconds <= RUN_ALONE_S
 
     def _run_alone(self, pixels: np.ndarray, deadline: float | None) -> np.ndarray:
         """The request's own batch, run right here: no queue, future or task switch (these

@@ -189,6 +189,7 @@ class ModelRegistry:
                 "provider": model.provider,
                 "default_version": max(self._served[name]),
                 "seconds": round(time.perf_counter() - start, 3),
+                "image_ms": round(model.image_seconds * 1000, 3),
             },
         )
         return True

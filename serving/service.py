@@ -114,8 +114,7 @@ class DigitClassifierService(digits_pb2_grpc.DigitClassifierServicer):
         )
         # Looked up again after the await: a reload may have changed the newest version.
         batcher = self.registry.get(name, version)
-        only_request = self.admission.in_progress <= 1
-        return batcher, await batcher.classify(pixels, deadline, only_request)
+        return batcher, await batcher.classify(pixels, deadline)
 
     async def classify(
         self, request: digits_pb2.ClassifyRequest, deadline: float | None

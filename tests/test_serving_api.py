@@ -1,6 +1,7 @@
 """The Classify service end to end: a real server on 127.0.0.1, real ONNX Runtime sessions."""
 
 import asyncio
+import functools
 import shutil
 import subprocess
 
@@ -12,7 +13,10 @@ from PIL import Image
 
 from common.images import load_image_file
 from protos.digits.v1 import digits_pb2
+from serving.batcher import INLINE_INFERENCE_S
 from serving.client import AsyncDigitClient, DigitClient, classify_request
+from serving.server import DigitServer
+from serving.service import DigitClassifierService
 from tests.serving_support import (
     ServerThread,
     digit_pixels,
@@ -95,6 +99,40 @@ def test_many_concurrent_callers_each_get_their_own_answer(client, serving_repos
         assert all(replies[i].model == name for i in chosen)
         np.testing.assert_allclose(got, expected, atol=ATOL)
     assert batch_count(server) - batches_before < 64  # some calls really shared a batch
+
+
+def test_concurrent_single_images_share_batches_without_a_delay(serving_repository):
+    """With --batch-delay-us 0 and a model cheap enough to run on the event loop, concurrent
+    single-image calls (each admitted, as gRPC starts its handler) still share batches: a
+    handler that ran its request itself when it was its process's only admitted one (C=32
+    looks so, as the loop runs one handler after another) left every batch at one image
+    (docs/serving.md, Dynamic batching)."""
+    config = server_config(serving_repository, batch_delay_us=0)
+    requests = [classify_request("scratch_cnn", [digit_pixels(i)]) for i in range(32)]
+
+    async def classify_concurrently(server: DigitServer) -> list:
+        service = DigitClassifierService(
+            config,
+            server.registry,
+            server.metrics,
+            server.admission,
+            server.decode_executor,
+            server.decode_workers,
+        )
+        calls = [
+            service.measured(
+                r.model, r.ByteSize(), functools.partial(service.classify, r, None), None
+            )
+            for r in requests
+        ]
+        return await asyncio.gather(*calls)
+
+    with ServerThread(config) as running:
+        model = running.server.registry.get("scratch_cnn").model
+        model.image_seconds = INLINE_INFERENCE_S / 2  # as on a fast CPU: cheap for the loop
+        replies = running.call(classify_concurrently(running.server))
+        assert [len(reply.predictions) for reply in replies] == [1] * 32
+        assert batch_count(running) < 32
 
 
 def batch_count(server: ServerThread) -> float:

@@ -10,7 +10,7 @@ import pytest
 
 from common.model_runtime import ProviderChoice
 from common.repository import version_dir
-from serving.batcher import INLINE_INFERENCE_S, RUN_ALONE_S, Batcher
+from serving.batcher import RUN_ALONE_S, Batcher
 from serving.errors import ServingError
 from serving.metrics import ServerMetrics
 from serving.runtime import load_model_version
@@ -180,35 +180,6 @@ def test_a_lone_request_for_a_cheap_model_skips_the_queue(model, images):
     np.testing.assert_allclose(np.concatenate(results), expected[:6], atol=ATOL)
     assert batch_sizes(metrics)[:2] == (6, 6)
     assert batchers[0].stats.queue.count == 6 and batchers[0].stats.queue.ns == 0
-
-
-@pytest.mark.parametrize(
-    "image_seconds, only_request, queued",
-    [
-        (INLINE_INFERENCE_S / 2, True, False),
-        (INLINE_INFERENCE_S / 2, False, True),
-        (INLINE_INFERENCE_S * 2, True, True),
-    ],
-    ids=["only-request-cheap-enough-for-the-loop", "other-requests-in-progress", "too-slow"],
-)
-def test_the_process_s_only_request_skips_the_queue_if_the_loop_can_run_it(
-    model, images, image_seconds, only_request, queued
-):
-    """Nothing can join the batch of the only request a process is working on (C=1): it runs
-    at once on the loop, unless its model is too slow for the loop (then a thread runs it)."""
-    pixels, expected = images
-    measured = dataclasses.replace(model, image_seconds=image_seconds)
-    batchers = []
-
-    async def scenario(batcher):
-        batchers.append(batcher)
-        return [await batcher.classify(pixels[i : i + 1], None, only_request) for i in range(3)]
-
-    results, metrics = run_batcher(measured, scenario, delay_s=0)
-    np.testing.assert_allclose(np.concatenate(results), expected[:3], atol=ATOL)
-    assert batch_sizes(metrics)[:2] == (3, 3)
-    assert batchers[0].stats.queue.count == 3
-    assert (batchers[0].stats.queue.ns > 0) == queued
 
 
 @pytest.mark.parametrize(
