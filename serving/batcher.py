@@ -39,8 +39,10 @@ class Job:
 
 
 # A batch expected to run in less than this runs on the event loop: the hand-off to a thread
-# and back costs about as much (measured: docs/serving.md, Throughput).
-INLINE_INFERENCE_S = 0.0005
+# and back costs about as much. A longer run belongs in a thread: while it blocks the loop, no
+# request is read, so none can queue for the next batch (0.5 ms here ran scratch_cnn's
+# single images on the loop: 8 % fewer images/s at C=32; docs/serving.md, Dynamic batching).
+INLINE_INFERENCE_S = 0.0002
 # A request whose model runs in less than this skips the queue when nothing is waiting:
 # queueing it and handing the answer back costs the loop about this much CPU (measured with
 # the no-op model: docs/serving.md, Throughput), more than a batch could save it.

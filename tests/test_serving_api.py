@@ -13,7 +13,7 @@ from PIL import Image
 
 from common.images import load_image_file
 from protos.digits.v1 import digits_pb2
-from serving.batcher import INLINE_INFERENCE_S
+from serving.batcher import INLINE_INFERENCE_S, RUN_ALONE_S
 from serving.client import AsyncDigitClient, DigitClient, classify_request
 from serving.server import DigitServer
 from serving.service import DigitClassifierService
@@ -129,7 +129,8 @@ def test_concurrent_single_images_share_batches_without_a_delay(serving_reposito
 
     with ServerThread(config) as running:
         model = running.server.registry.get("scratch_cnn").model
-        model.image_seconds = INLINE_INFERENCE_S / 2  # as on a fast CPU: cheap for the loop
+        # slower than the queue trip, cheap enough for the loop (as on a fast CPU)
+        model.image_seconds = (RUN_ALONE_S + INLINE_INFERENCE_S) / 2
         replies = running.call(classify_concurrently(running.server))
         assert [len(reply.predictions) for reply in replies] == [1] * 32
         assert batch_count(running) < 32
