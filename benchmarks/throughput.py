@@ -15,6 +15,7 @@ leaves no idle share; a loop-bound one leaves idle cores while requests queue; a
 one runs near raw ONNX Runtime.
 """
 
+import argparse
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from benchmarks.stats import ratio
 from common.cli import UserError, positive_float, positive_int, run_cli
 from common.model_runtime import as_model_input
 from common.ownership import claim_folder
-from common.settings import parse_settings, positive_ints, setting
+from common.settings import comma_list, parse_settings, positive_ints, setting
 
 SCHEMA = "digits-benchmarks/throughput/1"
 TARGETS = Path(__file__).resolve().parent / "targets" / "throughput.json"
@@ -51,6 +52,7 @@ CELLS = (
     (NOOP_MODEL, 32, 1),
     (NOOP_MODEL, 1, 1),  # with the floor's: what C=1 costs without a model
 )
+CELL_NAMES = {f"{model}:{c}x{k}": (model, c, k) for model, c, k in CELLS}  # scratch_cnn:32x1
 MAX_BATCH_SIZE = 64  # the servers' --max-batch-size (benchmark_server's default)
 REFERENCE_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 BASELINE = "baseline"
@@ -68,6 +70,16 @@ MEASURES = (  # what headlines() measures, and a targets file may name
 )
 
 
+def cell_names(text: str) -> tuple[str, ...]:
+    """ "scratch_cnn:32x1,noop:1x1" -> those names, each one of CELL_NAMES."""
+    names = comma_list(text)
+    if unknown := [name for name in names if name not in CELL_NAMES]:
+        raise argparse.ArgumentTypeError(
+            f"unknown cell {unknown[0]!r} (cells: {', '.join(CELL_NAMES)})"
+        )
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class ThroughputCommand:
     model_repository: Path = setting(DEFAULT_REPOSITORY, "model repository", parse=Path)
@@ -79,6 +91,11 @@ class ThroughputCommand:
     )
     workers: tuple[int, ...] = setting(
         (1, 2), "--workers settings of this checkout's server to run", parse=positive_ints
+    )
+    cells: tuple[str, ...] = setting(
+        (),
+        "cells to run, as MODEL:CxIMAGES (default: every cell; A/B runs of one)",
+        parse=cell_names,
     )
     rounds: int = setting(2, "rounds (the servers' order alternates)", parse=positive_int)
     duration_s: float = setting(10.0, "measured seconds per cell", parse=positive_float,
@@ -150,9 +167,10 @@ def run_server(server: ServerUnderTest, repository: Path, cells, command, reques
 
 
 def measure(command: ThroughputCommand) -> dict:
+    chosen = [CELL_NAMES[name] for name in command.cells] or list(CELLS)
     available = resolve_models(command.model_repository, None)
-    models = {name: available[name] for name, _, _ in CELLS if name in available}
-    cells = [cell for cell in CELLS if cell[0] in models or cell[0] == NOOP_MODEL]
+    models = {name: available[name] for name, _, _ in chosen if name in available}
+    cells = [cell for cell in chosen if cell[0] in models or cell[0] == NOOP_MODEL]
     pixels, source = load_sample_pixels(command.validation_file)
     requests = {(name, k): serialized_requests(name, pixels, k, 16, "raw") for name, _, k in cells}
     under_test = servers(command)

@@ -464,6 +464,27 @@ def test_throughput_against_a_baseline_checkout_reports_cpu_per_side(repository,
     assert "| workers=2 | scratch_cnn | 32 x 1 |" in (output / "throughput.md").read_text()
 
 
+def test_throughput_runs_only_the_cells_named(repository, tmp_path):
+    """--cells: an A/B run of one cell (two checkouts, alternating rounds); the headlines of
+    cells not run are None, and a cell that does not exist is a one-line error."""
+    from benchmarks import throughput
+
+    output = tmp_path / "throughput"
+    args = ["--model-repository", str(repository), "--output", str(output),
+            "--baseline", str(ROOT), "--workers", "2", "--rounds", "2",
+            "--cells", "scratch_cnn:32x1"]  # fmt: skip
+    throughput.main([*args, *TINY])
+    results = strict_json(output / "throughput.json")
+    assert {(c["server"], c["model"], c["concurrency"], c["round"]) for c in results["cells"]} == {
+        (server, "scratch_cnn", 32, r) for server in ("baseline", "workers=2") for r in (1, 2)
+    }
+    assert results["headlines"]["c32_throughput_over_baseline"] > 0
+    assert results["headlines"]["noop_rate_over_baseline"] is None
+    result = run_command("benchmarks.throughput", "--cells", "scratch_cnn:64x1")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "scratch_cnn:32x1" in lines[0]
+
+
 def test_throughput_targets_naming_an_unknown_measure_are_one_line(tmp_path):
     targets = tmp_path / "targets.json"
     targets.write_text(json.dumps({"model": "scratch_cnn", "targets": [
