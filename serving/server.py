@@ -148,6 +148,7 @@ class DigitServer:
         self.metrics_port: int | None = None
         self.http_port: int | None = None
         self.http: HttpApi | None = None
+        self.service: DigitClassifierService | None = None  # digits.v1, once start() built it
         self._server: grpc.aio.Server | None = None
         self._metrics_http = None
         self._watch: asyncio.Task | None = None
@@ -160,7 +161,7 @@ class DigitServer:
             # calls beyond this are answered RESOURCE_EXHAUSTED before their message is read
             maximum_concurrent_rpcs=self.config.max_inflight_requests,
         )
-        service = DigitClassifierService(
+        self.service = DigitClassifierService(
             self.config,
             self.registry,
             self.metrics,
@@ -169,8 +170,8 @@ class DigitServer:
             self.decode_workers,
         )
         parsing = RequestParsingServer(server, self.admission)  # every service's requests
-        digits_pb2_grpc.add_DigitClassifierServicer_to_server(service, parsing)
-        inference = InferenceService(service, self.serving)
+        digits_pb2_grpc.add_DigitClassifierServicer_to_server(self.service, parsing)
+        inference = InferenceService(self.service, self.serving)
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, parsing)
         self.http = HttpApi(inference, self.config.max_message_bytes)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, parsing)

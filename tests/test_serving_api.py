@@ -15,7 +15,6 @@ from common.images import load_image_file
 from protos.digits.v1 import digits_pb2
 from serving.batcher import INLINE_INFERENCE_S, RUN_ALONE_S
 from serving.client import AsyncDigitClient, DigitClient, classify_request
-from serving.server import DigitServer
 from serving.service import DigitClassifierService
 from tests.serving_support import (
     ServerThread,
@@ -110,15 +109,7 @@ def test_concurrent_single_images_share_batches_without_a_delay(serving_reposito
     config = server_config(serving_repository, batch_delay_us=0)
     requests = [classify_request("scratch_cnn", [digit_pixels(i)]) for i in range(32)]
 
-    async def classify_concurrently(server: DigitServer) -> list:
-        service = DigitClassifierService(
-            config,
-            server.registry,
-            server.metrics,
-            server.admission,
-            server.decode_executor,
-            server.decode_workers,
-        )
+    async def classify_concurrently(service: DigitClassifierService) -> list:
         calls = [
             service.measured(
                 r.model, r.ByteSize(), functools.partial(service.classify, r, None), None
@@ -131,7 +122,7 @@ def test_concurrent_single_images_share_batches_without_a_delay(serving_reposito
         model = running.server.registry.get("scratch_cnn").model
         # slower than the queue trip, cheap enough for the loop (as on a fast CPU)
         model.image_seconds = (RUN_ALONE_S + INLINE_INFERENCE_S) / 2
-        replies = running.call(classify_concurrently(running.server))
+        replies = running.call(classify_concurrently(running.server.service))
         assert [len(reply.predictions) for reply in replies] == [1] * 32
         assert batch_count(running) < 32
 
