@@ -48,6 +48,8 @@ def main() -> None:
         # every random layer draws per image, so a batch split between replicas is augmented
         # as it is whole; the mixed preset's one draw per batch (robust or standard) is not
         augmentation="robust",
+        # float32: the two runs must agree to float32 rounding, which bfloat16 would swamp
+        precision="float32",
         base_weights="digits",
         export=False,
         verbose=0,

@@ -30,6 +30,7 @@ from training.config import BASE_WEIGHTS_CHOICES, PretrainConfig, TrainConfig
 from training.distribute import Placement
 from training.models import build_vgg16_backbone, build_vgg16_classifier
 from training.pipeline import EVAL_BATCH_SIZE, evaluation_dataset, training_dataset
+from training.precision import compute_policy
 from training.reproducibility import make_reproducible
 
 PRETRAIN_DIGITS = (3, 4, 5, 6, 7, 8, 9)
@@ -63,14 +64,15 @@ def _file_backbone(path: Path) -> keras.Model:
         raise UserError(f"{path}: cannot load VGG16 notop weights: {error}") from None
 
 
-def resolve_backbone(config: TrainConfig, placement: Placement) -> Backbone:
-    """The pretrained VGG16 backbone asked for by --base-weights (see module docstring)."""
+def resolve_backbone(config: TrainConfig, placement: Placement, precision: str) -> Backbone:
+    """The pretrained VGG16 backbone asked for by --base-weights (see module docstring); a
+    fallback is pretrained in `precision` (resolved --precision)."""
     base_weights = config.base_weights
     if base_weights not in BASE_WEIGHTS_CHOICES:
         path = Path(base_weights)
         return Backbone(_file_backbone(path), f"file:{path.name}", None)
     if base_weights == "digits":
-        return _fallback_backbone(config, placement)
+        return _fallback_backbone(config, placement, precision)
     imagenet, reason = None, "another worker could not get them"
     try:
         imagenet = _imagenet_backbone()
@@ -89,41 +91,50 @@ def resolve_backbone(config: TrainConfig, placement: Placement) -> Backbone:
         "backbone pretrained on the bundled digits 3-9 (not ImageNet)",
         file=sys.stderr,
     )
-    return _fallback_backbone(config, placement)
+    return _fallback_backbone(config, placement, precision)
 
 
-def _fallback_backbone(config: TrainConfig, placement: Placement) -> Backbone:
+def _fallback_backbone(config: TrainConfig, placement: Placement, precision: str) -> Backbone:
     path, sidecar = ensure_fallback_weights(
-        config.cache_dir, config.pretrain, config.seed, config.verbose, placement
+        config.cache_dir, config.pretrain, precision, config.seed, config.verbose, placement
     )
     return Backbone(_file_backbone(path), FALLBACK_NAME, sidecar)
 
 
-def fallback_paths(cache_dir: Path, pretrain: PretrainConfig) -> tuple[Path, Path]:
+def fallback_paths(cache_dir: Path, pretrain: PretrainConfig, precision: str) -> tuple[Path, Path]:
     sides = "-".join(str(side) for side, _ in pretrain.stages)
     augmented = "" if pretrain.augmentation == "standard" else f"_{pretrain.augmentation}"
-    stem = Path(cache_dir) / "backbones" / f"vgg16_digits3to9_{sides}px{augmented}"
+    arithmetic = "" if precision == "float32" else "_bf16"
+    stem = Path(cache_dir) / "backbones" / f"vgg16_digits3to9_{sides}px{augmented}{arithmetic}"
     return stem.with_suffix(".h5"), stem.with_suffix(".json")
 
 
 def ensure_fallback_weights(
-    cache_dir: Path, pretrain: PretrainConfig, seed: int, verbose: int, placement: Placement
+    cache_dir: Path,
+    pretrain: PretrainConfig,
+    precision: str,
+    seed: int,
+    verbose: int,
+    placement: Placement,
 ) -> tuple[Path, dict]:
     """The cached fallback backbone weights (.h5) and their sidecar; pretrain if missing
     (on every worker of a multi-worker run; the chief writes the cache)."""
-    weights, sidecar_path = fallback_paths(cache_dir, pretrain)
-    settings = {**asdict(pretrain), "seed": seed, "digits": list(PRETRAIN_DIGITS)}
+    weights, sidecar_path = fallback_paths(cache_dir, pretrain, precision)
+    settings = {**asdict(pretrain), "precision": precision, "seed": seed}
+    settings["digits"] = list(PRETRAIN_DIGITS)
     settings = json.loads(json.dumps(settings))  # as the sidecar reads back (lists)
     if weights.is_file() and sidecar_path.is_file():
         sidecar = json.loads(sidecar_path.read_text())
-        # sidecars written before --pretrain-augmentation existed were pretrained standard
-        if {"augmentation": "standard", **sidecar.get("settings", {})} == settings:
+        # sidecars written before --pretrain-augmentation and --precision existed were
+        # pretrained standard, in float32
+        written_before = {"augmentation": "standard", "precision": "float32"}
+        if {**written_before, **sidecar.get("settings", {})} == settings:
             print(f"using cached fallback backbone {weights} (built in {sidecar['seconds']:.0f} s)")
             return weights, sidecar
     if placement.is_chief:
         claim_folder(weights.parent)  # a foreign folder of that name is refused, not written to
     weights = placement.own_path(weights)
-    sidecar = pretrain_on_digits(weights, pretrain, seed, verbose)
+    sidecar = pretrain_on_digits(weights, pretrain, precision, seed, verbose)
     sidecar["settings"] = settings
     placement.own_path(sidecar_path).write_text(json.dumps(sidecar, indent=2) + "\n")
     return weights, sidecar
@@ -148,11 +159,15 @@ def _resized(images: np.ndarray, side: int) -> np.ndarray:
     return np.clip(np.rint(resized.numpy()[..., 0]), 0, 255).astype(np.uint8)
 
 
-def _classifier(side: int, weights: list | None, learning_rate: float) -> keras.Model:
-    """VGG16 (random init, or `weights` of the previous stage) + head at side x side."""
-    model = build_vgg16_classifier(
-        build_vgg16_backbone(side, None), len(PRETRAIN_DIGITS), "vgg16_digits3to9", side=side
-    )
+def _classifier(
+    side: int, weights: list | None, learning_rate: float, precision: str
+) -> keras.Model:
+    """VGG16 (random init, or `weights` of the previous stage) + head at side x side,
+    computing in `precision` (its weights are float32 in either)."""
+    with compute_policy(precision):
+        model = build_vgg16_classifier(
+            build_vgg16_backbone(side, None), len(PRETRAIN_DIGITS), "vgg16_digits3to9", side
+        )
     if weights is not None:
         model.set_weights(weights)  # every weight is independent of the input size
     model.compile(
@@ -168,20 +183,24 @@ def _held_out_accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarra
     return float(model.evaluate(data, verbose=0)[1])
 
 
-def pretrain_on_digits(weights: Path, pretrain: PretrainConfig, seed: int, verbose: int) -> dict:
+def pretrain_on_digits(
+    weights: Path, pretrain: PretrainConfig, precision: str, seed: int, verbose: int
+) -> dict:
     """Train VGG16 (random init) + head on digits 3-9, stage by stage at growing image
-    sizes; save the backbone's weights."""
+    sizes, computing in `precision`; save the backbone's weights."""
     make_reproducible(seed)
     images, labels = load_bundled(PRETRAIN_DIGITS)
     labels = labels - PRETRAIN_DIGITS[0]
     train, held = _pretraining_split(labels, pretrain.per_class, seed)
     print(
         f"pretraining the fallback VGG16 backbone on digits 3-9: {len(train)} images, "
-        f"stages (side x epochs) {pretrain.stages_label()}, {pretrain.augmentation} augmentation"
+        f"stages (side x epochs) {pretrain.stages_label()}, {pretrain.augmentation} "
+        f"augmentation, in {precision}"
     )
     model, history, epochs_run, start = None, None, 0, time.perf_counter()
     for side, epochs in pretrain.stages:
-        model = _classifier(side, model.get_weights() if model else None, pretrain.learning_rate)
+        previous = model.get_weights() if model else None
+        model = _classifier(side, previous, pretrain.learning_rate, precision)
         train_images, held_images = _resized(images[train], side), _resized(images[held], side)
         history = model.fit(
             training_dataset(
@@ -201,7 +220,7 @@ def pretrain_on_digits(weights: Path, pretrain: PretrainConfig, seed: int, verbo
             "digits 3-9 (more --pretrain-stages epochs or --pretrain-per-class)",
             file=sys.stderr,
         )
-    final = _classifier(IMAGE_SIZE, model.get_weights(), pretrain.learning_rate)
+    final = _classifier(IMAGE_SIZE, model.get_weights(), pretrain.learning_rate, "float32")
     final.get_layer("vgg16").save_weights(str(weights))
     # How well the filters carry over to the size the fine-tuning uses (head not retrained).
     accuracy_full_size = _held_out_accuracy(final, images[held], labels[held])

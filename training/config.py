@@ -13,6 +13,7 @@ from common.settings import comma_list, setting
 BASE_WEIGHTS_CHOICES = ("auto", "imagenet", "digits")
 DISTRIBUTE_CHOICES = ("auto", "none", "mirrored", "multi-worker")  # training/distribute.py
 AUGMENTATION_PRESETS = ("standard", "robust", "mixed")  # training/augment.py
+PRECISION_CHOICES = ("auto", "float32", "mixed_bfloat16")  # training/precision.py
 
 
 def model_names(value: str) -> tuple[str, ...]:
@@ -143,6 +144,13 @@ class TrainConfig:
         "is chosen among the later ones)", parse=non_negative_int,
     )  # fmt: skip
     pretrain: PretrainConfig = PretrainConfig()
+    precision: str = setting(
+        "auto",
+        "VGG16's training and the fallback's pretraining: mixed_bfloat16 (bfloat16 compute, "
+        "float32 weights; the saved models stay float32), float32, or auto (mixed_bfloat16 "
+        "where the CPU or every GPU computes bfloat16 natively)",
+        choices=PRECISION_CHOICES,
+    )
     distribute: str = setting(
         "auto",
         "auto: one device, or MirroredStrategy over several GPUs; mirrored: every local GPU "

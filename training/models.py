@@ -42,7 +42,11 @@ def contract_input(side: int = IMAGE_SIZE) -> keras.Input:
 
 
 def classifier_output(features: tf.Tensor, num_classes: int = NUM_CLASSES) -> tf.Tensor:
-    return keras.layers.Dense(num_classes, activation="softmax", name=OUTPUT_NAME)(features)
+    # float32 under a mixed-precision policy too: a softmax in bfloat16 loses the small
+    # probabilities the loss needs (training/precision.py)
+    return keras.layers.Dense(num_classes, activation="softmax", name=OUTPUT_NAME, dtype="float32")(
+        features
+    )
 
 
 def conv_block(x: tf.Tensor, filters: int) -> tf.Tensor:
@@ -131,18 +135,24 @@ def _chain(inputs: tf.Tensor, layers: list[keras.layers.Layer]) -> tf.Tensor:
     return inputs
 
 
+def _float32(features: tf.Tensor) -> tf.Tensor:
+    """Features as float32 whatever the compute policy: the feature cache holds them, and a
+    multi-worker predict() gathers them, which bfloat16 tensors cannot be."""
+    return keras.layers.Activation("linear", dtype="float32")(features)
+
+
 def vgg16_parts(model: keras.Model) -> VGG16Parts:
     backbone = model.get_layer("vgg16")
     lower = keras.Model(backbone.inputs, backbone.get_layer(VGG16_TRUNK_OUTPUT).output)
     preprocessed = model.get_layer("vgg16_preprocess").get_output_at(0)
-    trunk = keras.Model(model.inputs, lower(preprocessed), name="trunk")
+    trunk = keras.Model(model.inputs, _float32(lower(preprocessed)), name="trunk")
     block5_layers = [la for la in backbone.layers if la.name.startswith(VGG16_LAST_BLOCK)]
     head_layers = [model.get_layer(name) for name in HEAD_LAYERS]
     block4_features = keras.Input(shape=lower.output_shape[1:], name="block4_features")
     block5_features = keras.Input(shape=backbone.output_shape[1:], name="block5_features")
     return VGG16Parts(
         trunk=trunk,
-        block5=keras.Model(block4_features, _chain(block4_features, block5_layers)),
+        block5=keras.Model(block4_features, _float32(_chain(block4_features, block5_layers))),
         head=keras.Model(block5_features, _chain(block5_features, head_layers), name="head"),
         top=keras.Model(
             block4_features, _chain(block4_features, block5_layers + head_layers), name="top"

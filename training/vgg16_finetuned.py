@@ -3,7 +3,9 @@
 1. The backbone: ImageNet weights, or the package's own fallback pretrained on digits 3-9
    (training/backbone.py), loaded into VGG16's convolutional base at 100x100.
 2. The model: VGG16 preprocessing in-graph, the frozen base, global average pooling and a
-   small dense head (training/models.py).
+   small dense head (training/models.py). It stays float32; with `--precision
+   mixed_bfloat16` the steps below run on a twin built under that policy, and the trained
+   weights are copied back (training/precision.py).
 3. The feature cache: blocks 1-4 stay frozen in both phases, so their output is computed
    once, for the training images and `augmented_copies` augmented passes of them, and for
    the validation images.
@@ -17,7 +19,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import tf_keras as keras
 
+from common.contract import IMAGE_SIZE
 from training.backbone import resolve_backbone
 from training.config import TrainConfig
 from training.data import Split
@@ -31,6 +35,7 @@ from training.fitting import (
 )
 from training.models import (
     VGG16Parts,
+    build_vgg16_backbone,
     build_vgg16_finetuned,
     unfreeze_last_block,
     vgg16_parts,
@@ -41,6 +46,7 @@ from training.pipeline import (
     evaluation_dataset,
     feature_dataset,
 )
+from training.precision import compute_policy, resolve_precision
 from training.reproducibility import make_reproducible
 
 
@@ -102,6 +108,17 @@ class FeatureCache:
         return self._datasets(*outputs)
 
 
+def working_twin(model: keras.Model, precision: str) -> keras.Model:
+    """The model the phases train: `model` itself in float32, else the same architecture
+    built under the mixed policy, starting from `model`'s weights."""
+    if precision == "float32":
+        return model
+    with compute_policy(precision):
+        twin = build_vgg16_finetuned(build_vgg16_backbone(IMAGE_SIZE, None))
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 def train_vgg16_finetuned(
     config: TrainConfig,
     placement: Placement,
@@ -116,23 +133,27 @@ def train_vgg16_finetuned(
     `augmented_copies` augmented passes): phase 1 trains the head on block5 features, phase 2
     block5 + head on block4 features, instead of a 100x100 VGG16 pass per image per epoch.
     """
-    backbone = resolve_backbone(config, placement)
-    print(f"vgg16_finetuned: backbone = {backbone.name}")
+    precision = resolve_precision(config.precision)
+    backbone = resolve_backbone(config, placement, precision)
+    print(f"vgg16_finetuned: backbone = {backbone.name}, training in {precision}")
     make_reproducible(config.seed)
-    model = build_vgg16_finetuned(backbone.model)
-    parts = vgg16_parts(model)
+    model = build_vgg16_finetuned(backbone.model)  # float32: what is saved and exported
+    working = working_twin(model, precision)
+    parts = vgg16_parts(working)
     cache = FeatureCache(parts, config, train, validation)
     # The head is watched from its first epoch: held to --min-epochs as well it reached
     # 99.52 % clean after phase 2, against 99.84 % (docs/training.md, Augmentation).
     phase1 = phase_settings(config, "phase1", config.learning_rate)
     history1 = fit_phase(parts.head, cache.block5_data, workdir, phase1, placement, callbacks)
-    unfreeze_last_block(model)  # block5 trainable, blocks 1-4 stay frozen
+    unfreeze_last_block(working)  # block5 trainable, blocks 1-4 stay frozen
+    unfreeze_last_block(model)  # the same flags, so its weights list in the same order
     # bounded on its own: an epoch of it costs about as much as eight of scratch_cnn's
     phase2 = replace(
         phase_settings(config, "phase2", config.finetune_learning_rate),
         epochs=config.finetune_epochs,
     )
     history2 = fit_phase(parts.top, cache.block4_data, workdir, phase2, placement, callbacks)
+    model.set_weights(working.get_weights())  # same layers, same trainable flags: same order
     phases = []
     for settings, history in ((phase1, history1), (phase2, history2)):
         best = restored_epoch(history, settings.min_epochs)  # the weights kept: their accuracy
