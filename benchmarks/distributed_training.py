@@ -59,7 +59,7 @@ def training_command(config: DistributedConfig, data: Path, output: Path, distri
         "--limit-per-class", str(config.limit_per_class),
         # the recipe its committed results were measured with (the defaults before 2026-11-24)
         "--augmentation", "standard", "--font-digits", "0", "--patience", "3",
-        "--min-epochs", "0", "--pretrain-stages", "32x4,64x1",
+        "--min-epochs", "0", "--pretrain-stages", "32x4,64x1", "--precision", "float32",
         "--no-export", "--verbose", "0",
     ]  # fmt: skip
 

@@ -492,3 +492,20 @@ def test_throughput_targets_naming_an_unknown_measure_are_one_line(tmp_path):
     result = run_command("benchmarks.throughput", "--targets", str(targets))
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "c32_speedup" in lines[0], result.stderr
+
+
+def test_training_precision_times_both_policies_side_by_side(tmp_path):
+    from benchmarks import training_precision
+
+    output = tmp_path / "precision"
+    training_precision.main(["--images", "48", "--rounds", "2", "--output", str(output)])
+    results = strict_json(output / "training_precision.json")
+    policies = [row["policy"] for row in results["rows"]]
+    assert policies == ["float32", "mixed_bfloat16"] * 2
+    for row in results["rows"]:
+        assert min(row[key] for key in ("trunk_ms", "trunk_cpu_ms", "phase2_ms")) > 0
+    # bfloat16 keeps 8 significant bits: the features differ, but by about a percent
+    errors = [row["feature_error"] for row in results["rows"] if "feature_error" in row]
+    assert len(errors) == 2 and all(0 < error < 0.1 for error in errors)
+    assert all(len(ratios) == 2 for ratios in results["speedups"].values())
+    assert "| 1 | mixed_bfloat16 |" in (output / "training_precision.md").read_text()

@@ -19,7 +19,6 @@ from training.config import PretrainConfig, TrainConfig
 from training.data import load_dataset
 from training.distribute import Placement
 from training.models import build_vgg16_backbone
-from training.precision import resolve_precision
 from training.run import parse_args, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,14 +87,13 @@ def test_tiny_run_of_both_models_leaves_every_artifact(tmp_path, digit_folder):
     assert [row["phase"] for row in history] == ["phase1", "phase2"]
     assert not (out / "checkpoints").exists()
 
-    precision = resolve_precision(config.precision)
-    cached, sidecar_path = fallback_paths(config.cache_dir, config.pretrain, precision)
+    cached, sidecar_path = fallback_paths(config.cache_dir, config.pretrain)
     sidecar = json.loads(sidecar_path.read_text())
     assert sidecar["backbone"] == "digits3-9-pretrained-vgg16" and sidecar["seconds"] > 0
     assert sidecar["stages"] == "32x1,40x1" and sidecar["epochs_run"] == 2
     assert sidecar["held_out_size"] == 40 and 0.0 <= sidecar["held_out_accuracy"] <= 1.0
     assert 0.0 <= sidecar["held_out_accuracy_full_size"] <= 1.0
-    assert cached.is_file() and sidecar["settings"]["precision"] == precision
+    assert cached.is_file() and sidecar["settings"]["precision"] == "float32"
 
 
 class Interrupt(Exception):
@@ -244,17 +242,17 @@ def test_pretraining_augmentation_is_its_own_cached_backbone(tmp_path):
     config = parse_args(["--pretrain-augmentation", "mixed"])
     assert config.pretrain.augmentation == "mixed"
     placement = Placement(tf.distribute.get_strategy(), "none", True, 0, 1, None)
-    standard, sidecar = ensure_fallback_weights(tmp_path, TINY_PRETRAIN, "float32", 1, 0, placement)
-    _, sidecar_path = fallback_paths(tmp_path, TINY_PRETRAIN, "float32")
+    standard, sidecar = ensure_fallback_weights(tmp_path, TINY_PRETRAIN, 1, 0, placement)
+    _, sidecar_path = fallback_paths(tmp_path, TINY_PRETRAIN)
     del sidecar["settings"]["augmentation"]  # as written before the settings
     del sidecar["settings"]["precision"]
     sidecar_path.write_text(json.dumps(sidecar))
     written = standard.stat().st_mtime_ns
-    again, _ = ensure_fallback_weights(tmp_path, TINY_PRETRAIN, "float32", 1, 0, placement)
+    again, _ = ensure_fallback_weights(tmp_path, TINY_PRETRAIN, 1, 0, placement)
     assert again == standard and standard.stat().st_mtime_ns == written  # not pretrained again
 
     robust = replace(TINY_PRETRAIN, augmentation="robust")
-    weights, sidecar = ensure_fallback_weights(tmp_path, robust, "float32", 1, 0, placement)
+    weights, sidecar = ensure_fallback_weights(tmp_path, robust, 1, 0, placement)
     assert weights.name == "vgg16_digits3to9_32-40px_robust.h5" and weights.is_file()
     assert weights != standard and standard.is_file()
     assert sidecar["settings"]["augmentation"] == "robust"
@@ -343,15 +341,18 @@ def test_mixed_bfloat16_training_saves_a_float32_model_with_the_trained_weights(
 ):
     """--precision mixed_bfloat16 trains VGG16 on a bfloat16 twin; the saved model computes
     in float32 and holds the twin's trained weights: block5 (phase 2) moved away from the
-    pretrained backbone, blocks 1-4 (frozen) did not."""
-    config = tiny_config(tmp_path, models=("vgg16_finetuned",), precision="mixed_bfloat16")
+    pretrained backbone, blocks 1-4 (frozen) did not. The backbone is pretrained in
+    bfloat16 too (--pretrain-precision) and cached under its own name."""
+    pretrain = replace(TINY_PRETRAIN, precision="mixed_bfloat16")
+    config = tiny_config(
+        tmp_path, models=("vgg16_finetuned",), precision="mixed_bfloat16", pretrain=pretrain
+    )
     run(config)
     model = keras.models.load_model(config.output_dir / "keras" / "vgg16_finetuned.keras")
     backbone = model.get_layer("vgg16")
     assert {layer.compute_dtype for layer in model.layers + backbone.layers} == {"float32"}
-    backbone_file, sidecar_file = fallback_paths(
-        config.cache_dir, config.pretrain, "mixed_bfloat16"
-    )
+    backbone_file, sidecar_file = fallback_paths(config.cache_dir, pretrain)
+    assert backbone_file.name == "vgg16_digits3to9_32-40px_bf16.h5"
     assert json.loads(sidecar_file.read_text())["settings"]["precision"] == "mixed_bfloat16"
     pretrained = build_vgg16_backbone(IMAGE_SIZE, str(backbone_file))
     for name, trained in (("block4_conv3", False), ("block5_conv3", True)):

@@ -14,7 +14,7 @@ import json
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from training.config import BASE_WEIGHTS_CHOICES, PretrainConfig, TrainConfig
 from training.distribute import Placement
 from training.models import build_vgg16_backbone, build_vgg16_classifier
 from training.pipeline import EVAL_BATCH_SIZE, evaluation_dataset, training_dataset
-from training.precision import compute_policy
+from training.precision import compute_policy, resolve_precision
 from training.reproducibility import make_reproducible
 
 PRETRAIN_DIGITS = (3, 4, 5, 6, 7, 8, 9)
@@ -64,15 +64,14 @@ def _file_backbone(path: Path) -> keras.Model:
         raise UserError(f"{path}: cannot load VGG16 notop weights: {error}") from None
 
 
-def resolve_backbone(config: TrainConfig, placement: Placement, precision: str) -> Backbone:
-    """The pretrained VGG16 backbone asked for by --base-weights (see module docstring); a
-    fallback is pretrained in `precision` (resolved --precision)."""
+def resolve_backbone(config: TrainConfig, placement: Placement) -> Backbone:
+    """The pretrained VGG16 backbone asked for by --base-weights (see module docstring)."""
     base_weights = config.base_weights
     if base_weights not in BASE_WEIGHTS_CHOICES:
         path = Path(base_weights)
         return Backbone(_file_backbone(path), f"file:{path.name}", None)
     if base_weights == "digits":
-        return _fallback_backbone(config, placement, precision)
+        return _fallback_backbone(config, placement)
     imagenet, reason = None, "another worker could not get them"
     try:
         imagenet = _imagenet_backbone()
@@ -91,20 +90,21 @@ def resolve_backbone(config: TrainConfig, placement: Placement, precision: str) 
         "backbone pretrained on the bundled digits 3-9 (not ImageNet)",
         file=sys.stderr,
     )
-    return _fallback_backbone(config, placement, precision)
+    return _fallback_backbone(config, placement)
 
 
-def _fallback_backbone(config: TrainConfig, placement: Placement, precision: str) -> Backbone:
+def _fallback_backbone(config: TrainConfig, placement: Placement) -> Backbone:
     path, sidecar = ensure_fallback_weights(
-        config.cache_dir, config.pretrain, precision, config.seed, config.verbose, placement
+        config.cache_dir, config.pretrain, config.seed, config.verbose, placement
     )
     return Backbone(_file_backbone(path), FALLBACK_NAME, sidecar)
 
 
-def fallback_paths(cache_dir: Path, pretrain: PretrainConfig, precision: str) -> tuple[Path, Path]:
+def fallback_paths(cache_dir: Path, pretrain: PretrainConfig) -> tuple[Path, Path]:
+    """Where the fallback pretrained with `pretrain` (its precision resolved) is cached."""
     sides = "-".join(str(side) for side, _ in pretrain.stages)
     augmented = "" if pretrain.augmentation == "standard" else f"_{pretrain.augmentation}"
-    arithmetic = "" if precision == "float32" else "_bf16"
+    arithmetic = "" if pretrain.precision == "float32" else "_bf16"
     stem = Path(cache_dir) / "backbones" / f"vgg16_digits3to9_{sides}px{augmented}{arithmetic}"
     return stem.with_suffix(".h5"), stem.with_suffix(".json")
 
@@ -112,20 +112,19 @@ def fallback_paths(cache_dir: Path, pretrain: PretrainConfig, precision: str) ->
 def ensure_fallback_weights(
     cache_dir: Path,
     pretrain: PretrainConfig,
-    precision: str,
     seed: int,
     verbose: int,
     placement: Placement,
 ) -> tuple[Path, dict]:
     """The cached fallback backbone weights (.h5) and their sidecar; pretrain if missing
     (on every worker of a multi-worker run; the chief writes the cache)."""
-    weights, sidecar_path = fallback_paths(cache_dir, pretrain, precision)
-    settings = {**asdict(pretrain), "precision": precision, "seed": seed}
-    settings["digits"] = list(PRETRAIN_DIGITS)
+    pretrain = replace(pretrain, precision=resolve_precision(pretrain.precision))
+    weights, sidecar_path = fallback_paths(cache_dir, pretrain)
+    settings = {**asdict(pretrain), "seed": seed, "digits": list(PRETRAIN_DIGITS)}
     settings = json.loads(json.dumps(settings))  # as the sidecar reads back (lists)
     if weights.is_file() and sidecar_path.is_file():
         sidecar = json.loads(sidecar_path.read_text())
-        # sidecars written before --pretrain-augmentation and --precision existed were
+        # sidecars written before --pretrain-augmentation and --pretrain-precision existed were
         # pretrained standard, in float32
         written_before = {"augmentation": "standard", "precision": "float32"}
         if {**written_before, **sidecar.get("settings", {})} == settings:
@@ -134,7 +133,7 @@ def ensure_fallback_weights(
     if placement.is_chief:
         claim_folder(weights.parent)  # a foreign folder of that name is refused, not written to
     weights = placement.own_path(weights)
-    sidecar = pretrain_on_digits(weights, pretrain, precision, seed, verbose)
+    sidecar = pretrain_on_digits(weights, pretrain, seed, verbose)
     sidecar["settings"] = settings
     placement.own_path(sidecar_path).write_text(json.dumps(sidecar, indent=2) + "\n")
     return weights, sidecar
@@ -183,11 +182,9 @@ def _held_out_accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarra
     return float(model.evaluate(data, verbose=0)[1])
 
 
-def pretrain_on_digits(
-    weights: Path, pretrain: PretrainConfig, precision: str, seed: int, verbose: int
-) -> dict:
+def pretrain_on_digits(weights: Path, pretrain: PretrainConfig, seed: int, verbose: int) -> dict:
     """Train VGG16 (random init) + head on digits 3-9, stage by stage at growing image
-    sizes, computing in `precision`; save the backbone's weights."""
+    sizes, computing in `pretrain.precision` (resolved); save the backbone's weights."""
     make_reproducible(seed)
     images, labels = load_bundled(PRETRAIN_DIGITS)
     labels = labels - PRETRAIN_DIGITS[0]
@@ -195,12 +192,12 @@ def pretrain_on_digits(
     print(
         f"pretraining the fallback VGG16 backbone on digits 3-9: {len(train)} images, "
         f"stages (side x epochs) {pretrain.stages_label()}, {pretrain.augmentation} "
-        f"augmentation, in {precision}"
+        f"augmentation, in {pretrain.precision}"
     )
     model, history, epochs_run, start = None, None, 0, time.perf_counter()
     for side, epochs in pretrain.stages:
         previous = model.get_weights() if model else None
-        model = _classifier(side, previous, pretrain.learning_rate, precision)
+        model = _classifier(side, previous, pretrain.learning_rate, pretrain.precision)
         train_images, held_images = _resized(images[train], side), _resized(images[held], side)
         history = model.fit(
             training_dataset(

@@ -57,3 +57,18 @@ def compute_policy(precision: str) -> Iterator[None]:
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def _leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    layers = []
+    for layer in model.layers:
+        layers += _leaf_layers(layer) if isinstance(layer, keras.Model) else [layer]
+    return layers
+
+
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """`source`'s weights into `target`, a model of the same architecture, layer by layer
+    (`Model.set_weights` lists trainable weights first, so it needs equal trainable flags)."""
+    pairs = zip(_leaf_layers(source), _leaf_layers(target), strict=True)
+    for theirs, mine in pairs:
+        mine.set_weights(theirs.get_weights())

@@ -46,7 +46,7 @@ from training.pipeline import (
     evaluation_dataset,
     feature_dataset,
 )
-from training.precision import compute_policy, resolve_precision
+from training.precision import compute_policy, copy_weights, resolve_precision
 from training.reproducibility import make_reproducible
 
 
@@ -115,7 +115,7 @@ def working_twin(model: keras.Model, precision: str) -> keras.Model:
         return model
     with compute_policy(precision):
         twin = build_vgg16_finetuned(build_vgg16_backbone(IMAGE_SIZE, None))
-    twin.set_weights(model.get_weights())
+    copy_weights(model, twin)
     return twin
 
 
@@ -134,7 +134,7 @@ def train_vgg16_finetuned(
     block5 + head on block4 features, instead of a 100x100 VGG16 pass per image per epoch.
     """
     precision = resolve_precision(config.precision)
-    backbone = resolve_backbone(config, placement, precision)
+    backbone = resolve_backbone(config, placement)
     print(f"vgg16_finetuned: backbone = {backbone.name}, training in {precision}")
     make_reproducible(config.seed)
     model = build_vgg16_finetuned(backbone.model)  # float32: what is saved and exported
@@ -146,14 +146,14 @@ def train_vgg16_finetuned(
     phase1 = phase_settings(config, "phase1", config.learning_rate)
     history1 = fit_phase(parts.head, cache.block5_data, workdir, phase1, placement, callbacks)
     unfreeze_last_block(working)  # block5 trainable, blocks 1-4 stay frozen
-    unfreeze_last_block(model)  # the same flags, so its weights list in the same order
+    unfreeze_last_block(model)  # the saved model's trainable flags say what was trained
     # bounded on its own: an epoch of it costs about as much as eight of scratch_cnn's
     phase2 = replace(
         phase_settings(config, "phase2", config.finetune_learning_rate),
         epochs=config.finetune_epochs,
     )
     history2 = fit_phase(parts.top, cache.block4_data, workdir, phase2, placement, callbacks)
-    model.set_weights(working.get_weights())  # same layers, same trainable flags: same order
+    copy_weights(working, model)  # the trained weights into the float32 model (or itself)
     phases = []
     for settings, history in ((phase1, history1), (phase2, history2)):
         best = restored_epoch(history, settings.min_epochs)  # the weights kept: their accuracy
