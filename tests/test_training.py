@@ -19,6 +19,7 @@ from training.config import PretrainConfig, TrainConfig
 from training.data import load_dataset
 from training.distribute import Placement
 from training.models import build_vgg16_backbone
+from training.precision import resolve_precision
 from training.run import parse_args, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,6 +84,10 @@ def test_tiny_run_of_both_models_leaves_every_artifact(tmp_path, digit_folder):
     for page in ("report.md", "comparison.md"):
         text = (out / "report" / page).read_text()
         assert "scratch_cnn" in text and "digits3-9-pretrained-vgg16" in text
+    report_page = (out / "report" / "report.md").read_text()
+    assert "phase2: 1 epoch(s)" in report_page
+    assert f"trained in {resolve_precision('auto')}" in report_page  # what auto became here
+    assert "s in float32 (built once, then cached)" in report_page  # the pretraining
     history = json.loads((out / "report" / "vgg16_finetuned_history.json").read_text())
     assert [row["phase"] for row in history] == ["phase1", "phase2"]
     assert not (out / "checkpoints").exists()

@@ -113,6 +113,7 @@ def _model_section(name: str, entry: dict) -> str:
         lines.append(
             f"- {phase['name']}: {phase['epochs_run']} epoch(s), {phase['seconds']:.0f} s, "
             f"validation accuracy after it {_percent(phase['val_accuracy'])}"
+            + (f", trained in {phase['precision']}" if "precision" in phase else "")
         )
         if "feature_seconds" in phase:
             lines.append(
@@ -127,7 +128,8 @@ def _model_section(name: str, entry: dict) -> str:
             f"{_percent(pretraining['held_out_accuracy'])} on {pretraining['held_out_count']} "
             f"held-out digits at {pretraining['held_out_size']} px "
             f"({_percent(pretraining['held_out_accuracy_full_size'])} at {IMAGE_SIZE} px), "
-            f"{pretraining['seconds']:.0f} s "
+            f"{pretraining['seconds']:.0f} s in "
+            f"{pretraining.get('settings', {}).get('precision', 'float32')} "
             "(built once, then cached)"
         )
     lines += [

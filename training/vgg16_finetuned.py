@@ -157,6 +157,7 @@ def train_vgg16_finetuned(
     phases = []
     for settings, history in ((phase1, history1), (phase2, history2)):
         best = restored_epoch(history, settings.min_epochs)  # the weights kept: their accuracy
-        phases.append(phase_summary(settings.name, history, best["val_accuracy"]))
+        summary = phase_summary(settings.name, history, best["val_accuracy"])
+        phases.append(summary | {"precision": precision})
     phases[0]["feature_seconds"] = round(cache.seconds, 1)
     return TrainingResult(model, history1 + history2, phases, backbone.name, backbone.pretraining)
