@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from common.cpu import usable_cores
+from common.cpu import cpuinfo_field, usable_cores
 from common.versions import library_versions
 
 LIBRARIES = (
@@ -24,12 +24,7 @@ LIBRARIES = (
 
 def cpu_model() -> str:
     """The CPU's marketing name from /proc/cpuinfo, else what platform knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def memory_gib() -> float | None:

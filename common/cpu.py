@@ -6,6 +6,21 @@ import os
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpuinfo_field(name: str, cpuinfo: Path = CPUINFO) -> str | None:
+    """The value of the first `name : value` line of /proc/cpuinfo ("model name", "flags"),
+    or None where there is no such line or file."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == name:
+            return value.strip()
+    return None
 
 
 def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:

@@ -13,7 +13,7 @@ import urllib.request
 
 import grpc
 
-from common.cpu import cgroup_cpu_limit, usable_cores
+from common.cpu import cgroup_cpu_limit, cpuinfo_field, usable_cores
 from serving.client import OWN_CONNECTION, DigitClient, classify_request
 from serving.config import ServerConfig
 from serving.healthcheck import SERVICE_NAME, health_status
@@ -131,3 +131,16 @@ def test_cpu_limits_of_a_container_narrow_the_usable_cores(tmp_path):
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     assert cgroup_cpu_limit(tmp_path) == 4.0
     assert 1 <= usable_cores() <= len(os.sched_getaffinity(0))
+
+
+def test_cpuinfo_fields_are_read_by_name(tmp_path):
+    """/proc/cpuinfo pads names with tabs; the first processor's line answers."""
+    cpuinfo = tmp_path / "cpuinfo"
+    assert cpuinfo_field("flags", cpuinfo) is None  # no such file
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx512_bf16 sse\n\n"
+        "processor\t: 1\nmodel name\t: other\n"
+    )
+    assert cpuinfo_field("model name", cpuinfo) == "AMD EPYC"
+    assert cpuinfo_field("flags", cpuinfo).split() == ["fpu", "avx512_bf16", "sse"]
+    assert cpuinfo_field("bugs", cpuinfo) is None

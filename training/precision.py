@@ -8,24 +8,15 @@ no bfloat16 op reaches a SavedModel or an ONNX graph.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import tensorflow as tf
 import tf_keras as keras
 
+from common.cpu import cpuinfo_field
+
 # CPU flags of native bfloat16 dot products (AMD Zen 4, Intel Cooper Lake and later)
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 BF16_GPU_COMPUTE_CAPABILITY = (8, 0)  # Ampere and later
-
-
-def _cpu_flags() -> set[str]:
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return set()
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def native_bfloat16() -> bool:
@@ -38,7 +29,8 @@ def native_bfloat16() -> bool:
             for gpu in gpus
         ]
         return all(tuple(c) >= BF16_GPU_COMPUTE_CAPABILITY for c in capabilities)
-    return any(flag in _cpu_flags() for flag in BF16_CPU_FLAGS)
+    cpu_flags = (cpuinfo_field("flags") or "").split()
+    return any(flag in cpu_flags for flag in BF16_CPU_FLAGS)
 
 
 def resolve_precision(setting: str) -> str:
