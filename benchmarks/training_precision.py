@@ -26,6 +26,7 @@ from common.contract import IMAGE_SIZE
 from common.ownership import claim_folder
 from common.settings import parse_settings, setting
 from training.bundled.materialise import load_bundled
+from training.config import TrainConfig
 from training.models import (
     build_vgg16_backbone,
     build_vgg16_finetuned,
@@ -35,6 +36,7 @@ from training.models import (
 from training.vgg16_finetuned import working_twin
 
 POLICIES = ("float32", "mixed_bfloat16")
+BATCH_SIZE = TrainConfig().vgg16_batch_size  # both stages, as in training
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,6 @@ class PrecisionConfig:
     rounds: int = setting(2, "rounds, each policy once per round, order alternating",
                           parse=positive_int)  # fmt: skip
     output: Path = setting(RESULTS_DIR / "training_precision", "results folder", parse=Path)
-    batch_size: int = 32  # TrainConfig.vgg16_batch_size
 
 
 def timed(action) -> tuple[float, float]:
@@ -60,17 +61,17 @@ def digits(count: int) -> tuple[np.ndarray, np.ndarray]:
     return resized.numpy(), labels[:count]
 
 
-def measure(policy: str, reference, pixels, labels, batch_size: int) -> dict:
+def measure(policy: str, reference, pixels, labels) -> dict:
     """Both stages under `policy`, on a twin of `reference` (the float32 model)."""
     twin = working_twin(reference, policy)  # the reference itself in float32
     unfreeze_last_block(twin)  # block 5 trains in phase 2
     parts = vgg16_parts(twin)
-    parts.trunk.predict(pixels[:batch_size], verbose=0)  # traced before timing
+    parts.trunk.predict(pixels[:BATCH_SIZE], verbose=0)  # traced before timing
     features: list[np.ndarray] = []
-    trunk = timed(lambda: features.append(parts.trunk.predict(pixels, batch_size, verbose=0)))
+    trunk = timed(lambda: features.append(parts.trunk.predict(pixels, BATCH_SIZE, verbose=0)))
     parts.top.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    parts.top.fit(features[0][:batch_size], labels[:batch_size], verbose=0)
-    top = timed(lambda: parts.top.fit(features[0], labels, batch_size, verbose=0))
+    parts.top.fit(features[0][:BATCH_SIZE], labels[:BATCH_SIZE], verbose=0)
+    top = timed(lambda: parts.top.fit(features[0], labels, BATCH_SIZE, verbose=0))
     per_image = 1000 / len(labels)
     return {
         "policy": policy,
@@ -89,7 +90,7 @@ def run_rounds(config: PrecisionConfig) -> list[dict]:
     rows = []
     for index in range(config.rounds):
         order = POLICIES if index % 2 == 0 else POLICIES[::-1]
-        by_policy = {p: measure(p, reference, pixels, labels, config.batch_size) for p in order}
+        by_policy = {p: measure(p, reference, pixels, labels) for p in order}
         exact, rounded = (by_policy[p].pop("features") for p in POLICIES)
         by_policy["mixed_bfloat16"]["feature_error"] = float(
             np.max(np.abs(rounded - exact)) / np.max(np.abs(exact))
@@ -117,7 +118,7 @@ def precision_markdown(results: dict) -> str:
             *machine_lines(results["machine"]),
             "",
             f"{results['config']['images']} bundled digits per stage, batch "
-            f"{results['config']['batch_size']}; feature error: the largest difference "
+            f"{results['batch_size']}; feature error: the largest difference "
             "between the bfloat16 and float32 block-4 features, relative to the largest "
             "float32 feature.",
             "",
@@ -145,6 +146,7 @@ def main(argv=None) -> int:
     pairs = list(zip(rows[::2], rows[1::2], strict=True))  # (float32, bfloat16) per round
     results = {
         "config": asdict(config) | {"output": str(config.output)},
+        "batch_size": BATCH_SIZE,
         "machine": machine_info(),
         "rows": rows,
         "speedups": {
