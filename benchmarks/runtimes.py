@@ -13,7 +13,8 @@ from common.model_runtime import session_options as plain_session_options
 from common.repository import ONNX_FILE, latest_version, list_models, version_dir
 
 # Raw ONNX Runtime is timed twice: with its own defaults (busy-waiting threads) and with the
-# server's session options (no spinning); the better of the two at each batch is the ceiling.
+# server's session options (threads spin within a run only); the better of the two at each
+# batch is the ceiling.
 DEFAULTS, SERVER_OPTIONS = "defaults", "server_options"
 ORT_VARIANTS = (DEFAULTS, SERVER_OPTIONS)
 
