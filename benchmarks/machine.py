@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from common.cpu import cpuinfo_field, usable_cores
+from common.cpu import CPUINFO, cpuinfo_field, usable_cores
 from common.versions import library_versions
 
 LIBRARIES = (
@@ -22,9 +22,27 @@ LIBRARIES = (
 )
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo, else what platform knows."""
-    return cpuinfo_field("model name") or platform.processor() or platform.machine()
+# The vector units that decide how fast a model runs here, as /proc/cpuinfo's flags name them.
+VECTOR_UNITS = {
+    "avx2": "AVX2",
+    "avx512f": "AVX-512",
+    "avx512_bf16": "AVX512-BF16",
+    "amx_bf16": "AMX-BF16",
+}
+
+
+def cpu_model(cpuinfo: Path = CPUINFO) -> str:
+    """The CPU's name from /proc/cpuinfo with its family, model and vector units, else what
+    platform knows. A virtual machine's "AMD EPYC" names several generations, with and
+    without AVX-512, so the name alone cannot tell two committed runs' machines apart."""
+    name = cpuinfo_field("model name", cpuinfo)
+    if name is None:
+        return platform.processor() or platform.machine()
+    flags = set((cpuinfo_field("flags", cpuinfo) or "").split())
+    units = [label for flag, label in VECTOR_UNITS.items() if flag in flags]
+    family, model = cpuinfo_field("cpu family", cpuinfo), cpuinfo_field("model", cpuinfo)
+    details = [f"family {family} model {model}"] if family and model else []
+    return f"{name} ({', '.join(details + [', '.join(units) or 'no AVX2'])})"
 
 
 def memory_gib() -> float | None:

@@ -17,6 +17,7 @@ from benchmarks import accuracy, analysis, latency
 from benchmarks.classification import classification_report
 from benchmarks.config import CLIENTS_PYTHON
 from benchmarks.loadgen import Cell, run_cell
+from benchmarks.machine import cpu_model
 from benchmarks.noop import build_noop_onnx, write_noop_version
 from benchmarks.samples import load_sample_pixels, serialized_requests
 from benchmarks.server import ServerProcess, benchmark_server
@@ -280,6 +281,19 @@ def test_classification_report_by_hand():
     assert report["per_class"]["1"]["recall"] == 1.0
     assert report["per_class"]["1"]["f1"] == pytest.approx(2 * (2 / 3) / (2 / 3 + 1))
     assert report["per_class"]["2"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+
+
+def test_the_cpu_is_named_with_its_generation_and_vector_units(tmp_path: Path):
+    """Two "AMD EPYC" machines, with and without AVX-512, read apart in every results file."""
+    cpuinfo = tmp_path / "cpuinfo"
+    entry = "processor\t: 0\ncpu family\t: 25\nmodel\t\t: {model}\nmodel name\t: AMD EPYC\n"
+    cpuinfo.write_text(entry.format(model=17) + "flags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert cpu_model(cpuinfo) == "AMD EPYC (family 25 model 17, AVX2, AVX-512, AVX512-BF16)"
+    cpuinfo.write_text(entry.format(model=1) + "flags\t\t: fpu sse avx2\n")
+    assert cpu_model(cpuinfo) == "AMD EPYC (family 25 model 1, AVX2)"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Old CPU\nflags\t\t: fpu sse\n")
+    assert cpu_model(cpuinfo) == "Old CPU (no AVX2)"
+    assert cpu_model(tmp_path / "missing")  # no /proc/cpuinfo: what platform knows
 
 
 def test_noop_model_honours_the_contract(tmp_path: Path):
