@@ -242,7 +242,7 @@ def throughput_bars(cells: dict[tuple[str, str, int, int], dict], path: Path) ->
     cores it and the client kept busy (stacked), side by side."""
     columns = sorted({key[1:] for key in cells})
     servers = list(dict.fromkeys(key[0] for key in cells))
-    figure, (rate_axis, core_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    figure, (rate_axis, core_axis) = plt.subplots(1, 2, figsize=(14, 4.5))
     width = 0.8 / len(servers)
     for offset, server in enumerate(servers):
         found = [cells.get((server, *column)) for column in columns]
