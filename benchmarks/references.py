@@ -14,15 +14,24 @@ from common.model_runtime import Predict, as_model_input
 
 
 def time_batch(
-    predict: Predict, batch: np.ndarray, seconds: float, min_runs: int, warmup_runs: int = 2
+    predict: Predict,
+    batch: np.ndarray,
+    seconds: float,
+    min_runs: int,
+    warmup_runs: int = 2,
+    pause_s: float = 0.0,
 ) -> dict:
-    """Run one batch repeatedly for about `seconds` (at least min_runs times) after a warm-up."""
+    """Run one batch repeatedly for about `seconds` (at least min_runs times) after a warm-up,
+    back to back, or each run `pause_s` after the last (untimed) as a lone caller's comes:
+    after its round trip, with the runtime's threads asleep and its caches cold."""
     for _ in range(warmup_runs):
         predict(batch)
     latencies: list[float] = []
     cpu_start = time.process_time()
     deadline = time.perf_counter() + seconds
     while len(latencies) < min_runs or time.perf_counter() < deadline:
+        if pause_s:
+            time.sleep(pause_s)
         start = time.perf_counter()
         predict(batch)
         latencies.append(time.perf_counter() - start)

@@ -472,10 +472,27 @@ def test_throughput_against_a_baseline_checkout_reports_cpu_per_side(repository,
     assert 0 < results["headlines"]["noop_rate_over_grpc_floor"] < 1  # the floor does less
     assert ("grpc-floor", "noop", 1) in {(c["server"], c["model"], c["concurrency"]) for c in cells}
     assert results["headlines"]["c1_p50_noop_over_grpc_floor_ms"] is not None
+    (by_model,) = results["raw_onnxruntime_after_pause"].values()  # one round
+    lone = by_model["scratch_cnn"]
+    assert lone["batch_size"] == 1 and lone["median_ms"] > 0
+    assert results["headlines"]["c1_p50_over_ort_after_pause_ms"] is not None
     assert set(results["headlines"]) == {"best_c32_setting", *throughput.MEASURES}
     assert {t["measure"] for t in results["targets"]} >= {"noop_rate_over_baseline"}
     assert_pngs(output, ["throughput.png"])
     assert "| workers=2 | scratch_cnn | 32 x 1 |" in (output / "throughput.md").read_text()
+
+
+def test_a_reference_with_pauses_times_the_runs_and_not_the_pauses():
+    """A lone caller's image comes after a pause: each run waits, untimed, before it starts."""
+    from benchmarks.references import time_batch
+
+    calls = []
+    batch = np.zeros((1, 100, 100, 1), np.float32)
+    row = time_batch(calls.append, batch, seconds=0.2, min_runs=3, warmup_runs=1, pause_s=0.05)
+    assert 3 <= row["runs"] <= 5  # 0.2 s of 50 ms pauses, not thousands of runs back to back
+    assert len(calls) == row["runs"] + 1  # the warm-up run is not counted
+    assert row["median_ms"] < 50  # the pause is not in the timed interval
+    assert time_batch(calls.append, batch, seconds=0.05, min_runs=3)["runs"] > 100
 
 
 def test_throughput_runs_only_the_cells_named(repository, tmp_path):
