@@ -7,6 +7,8 @@ import tf_keras as keras
 from tf_keras.src.engine.base_layer import BaseRandomLayer
 
 from training.augment import (
+    AUGMENTATIONS,
+    SCANNED,
     RandomBackgroundGradient,
     RandomLowResolution,
     RandomStrokeWidth,
@@ -152,7 +154,7 @@ def test_stroke_width_layer_dilates_and_erodes_only_when_training(digits):
 def test_low_resolution_and_background_layers_keep_the_digit(digits):
     images, labels = digits
     many = np.repeat(images[:1], 64, axis=0)
-    low = RandomLowResolution(seed=1)
+    low = RandomLowResolution(0.3, seed=1)
     np.testing.assert_array_equal(low(many, training=False), many)
     change = np.abs(low(many, training=True).numpy() - many).mean(axis=(1, 2, 3))
     assert 0 < (change > 1).sum() < 40  # a share of the images (0.3 of them expected)
@@ -161,6 +163,19 @@ def test_low_resolution_and_background_layers_keep_the_digit(digits):
     ramp = RandomBackgroundGradient(seed=2)(images, training=True).numpy()
     paper = images < 64  # light ink on dark paper: the paper gets lighter, never darker
     assert (ramp[paper] >= images[paper] - 1e-3).all() and (ramp[paper] > images[paper]).any()
+
+
+def test_scanned_preset_makes_every_image_coarser_and_nothing_else_of_the_robust_ones(digits):
+    """VGG16's scanned passes: every image down to a low resolution and back up, with the
+    standard geometry (no stroke or lighting change)."""
+    images, _ = digits
+    many = np.repeat(images[:1], 64, axis=0)
+    coarse = RandomLowResolution(1.0, seed=1)(many, training=True).numpy()
+    assert (np.abs(coarse - many).mean(axis=(1, 2, 3)) > 1).all()  # every image
+    kinds = [type(layer) for layer in build_augmenter(seed=1, preset=SCANNED).layers]
+    standard = [type(layer) for layer in build_augmenter(seed=1, preset="standard").layers]
+    assert kinds == standard[:3] + [RandomLowResolution] + standard[3:]
+    assert AUGMENTATIONS[SCANNED].rotation == AUGMENTATIONS["standard"].rotation
 
 
 def test_mixed_preset_gives_each_batch_the_robust_or_the_standard_transforms():
@@ -188,6 +203,6 @@ def test_low_resolution_is_the_same_share_of_any_image_side():
     assert scaled_side(8, tf.constant([50, 50])).numpy().tolist() == [4, 4]
     assert scaled_side(6, tf.constant([32, 32])).numpy().tolist() == [2, 2]  # at least 2
     small = np.pad(np.full((1, 16, 16, 1), 255.0, np.float32), ((0, 0), (8, 8), (8, 8), (0, 0)))
-    out = RandomLowResolution(seed=1)(np.repeat(small, 64, axis=0), training=True).numpy()
+    out = RandomLowResolution(0.3, seed=1)(np.repeat(small, 64, axis=0), training=True).numpy()
     assert out.shape == (64, 32, 32, 1)
     assert (np.abs(out - small).mean(axis=(1, 2, 3)) > 1).any()  # some made coarser

@@ -1,6 +1,7 @@
 """training.run end to end at a tiny scale: artifacts, resume after an interruption, bad input."""
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,6 +15,7 @@ import tf_keras as keras
 import training.models  # noqa: F401  (registers PolarityNormalization for load_model)
 from common.contract import IMAGE_SIZE, MODEL_NAMES
 from tests.test_data import write_digit_folder
+from training.augment import SCANNED
 from training.backbone import ensure_fallback_weights, fallback_paths
 from training.config import PretrainConfig, TrainConfig
 from training.data import load_dataset
@@ -21,6 +23,7 @@ from training.distribute import Placement
 from training.models import build_vgg16_backbone
 from training.precision import resolve_precision
 from training.run import parse_args, run
+from training.vgg16_finetuned import augmented_pass_presets
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PRETRAIN = PretrainConfig(stages=((32, 1), (40, 1)), per_class=8, batch_size=16)
@@ -234,7 +237,7 @@ def test_missing_base_weights_file(tmp_path, digit_folder):
 def test_bad_flag_value_is_one_line_error():
     assert_one_line_error(run_cli("--models", "resnet"), "unknown model resnet")
     assert_one_line_error(run_cli("--epochs", "0"), "--epochs")
-    for flag in ("--augmented-copies", "--limit-per-class", "--pretrain-per-class"):
+    for flag in ("--augmented-copies", "--scanned-copies", "--limit-per-class"):
         assert_one_line_error(run_cli(flag, "-1"), flag, "negative")
     for stages in ("32x4,64", "16x2", "32x0", "big"):
         assert_one_line_error(run_cli("--pretrain-stages", stages), "SIDExEPOCHS")
@@ -339,6 +342,21 @@ def test_min_epochs_holds_scratch_cnn_but_not_vgg16_s_head(tmp_path, digit_folde
     metrics = json.loads((config.output_dir / "metrics.json").read_text())["models"]
     assert metrics["scratch_cnn"]["epochs_run"] == 4  # not watched before its fourth epoch
     assert metrics["vgg16_finetuned"]["epochs_run"] == 2 + 1  # head 2, phase 2 (1 epoch)
+
+
+def test_vgg16_caches_the_clean_the_augmented_and_the_scanned_passes(
+    tmp_path, digit_folder, capsys
+):
+    """--scanned-copies adds passes of the scanned preset to the frozen-block features,
+    after the --augmented-copies passes of the run's own preset."""
+    config = parse_args(["--augmented-copies", "1", "--scanned-copies", "2"])
+    assert augmented_pass_presets(config) == ["mixed", SCANNED, SCANNED]
+    config = tiny_config(
+        tmp_path, models=("vgg16_finetuned",), augmented_copies=1, scanned_copies=1
+    )
+    run(config)
+    cached = re.search(r"features of (\d+) training images \((\d+) pass", capsys.readouterr().out)
+    assert cached is not None and cached[2] == "3" and int(cached[1]) % 3 == 0
 
 
 def test_mixed_bfloat16_training_saves_a_float32_model_with_the_trained_weights(

@@ -11,6 +11,9 @@ Three presets (`--augmentation`):
   digits, but lower clean validation accuracy with the standard schedule (README, Results).
 - mixed (the default): each batch gets the robust or the standard transforms, half and
   half, so the model also sees digits as clean as the validation split's.
+- scanned (not a `--augmentation` choice): the standard transforms, then every image down to
+  a low resolution and back up. VGG16's feature cache holds `--scanned-copies` such passes:
+  its fixed set of augmented views otherwise holds few coarse scans (docs/training.md).
 
 No flip in any: a mirrored 2 is not a 2. Borders are filled with the nearest edge pixel,
 so dark-on-white images do not grow black corners. These layers run only inside
@@ -33,7 +36,6 @@ CONTRAST = 0.2
 # the coarsest scans are drawn as often as the mild ones; the same share of a smaller one's
 # side, as in the fallback backbone's pretraining) and back up.
 LOW_RESOLUTION_SIDES = (6, 8, 11, 16, 23, 32)
-LOW_RESOLUTION_SHARE = 0.3  # of the images
 STROKE_WINDOWS = (3, 5)  # dilation / erosion windows
 BACKGROUND_GRADIENT = 100.0  # at most, grey levels across the image
 
@@ -44,13 +46,16 @@ class Augmentation:
     shift: float  # fraction of the side
     zoom: float | tuple[float, float]  # Keras' factors: negative = larger, positive = smaller
     noise_stddev: float  # on the 0..255 pixel scale
-    shifts_of_scanning: bool  # stroke width, low resolution, uneven lighting
+    shifts_of_scanning: bool  # stroke width and uneven lighting
+    low_resolution_share: float  # of the images scaled down and back up
 
 
 AUGMENTATIONS = {
-    "standard": Augmentation(10 / 360, 0.08, 0.10, 6.0, shifts_of_scanning=False),
-    "robust": Augmentation(20 / 360, 0.25, (-0.10, 1.0), 10.0, shifts_of_scanning=True),
+    "standard": Augmentation(10 / 360, 0.08, 0.10, 6.0, False, low_resolution_share=0.0),
+    "robust": Augmentation(20 / 360, 0.25, (-0.10, 1.0), 10.0, True, low_resolution_share=0.3),
+    "scanned": Augmentation(10 / 360, 0.08, 0.10, 6.0, False, low_resolution_share=1.0),
 }
+SCANNED = "scanned"
 
 
 MIXED = "mixed"  # each batch: robust or standard (augment_batches)
@@ -106,8 +111,12 @@ def scaled_side(side: int, size: tf.Tensor) -> tf.Tensor:
 
 
 class RandomLowResolution(SeededTransform):
-    """Per image, for a share of them: down to one of LOW_RESOLUTION_SIDES and back up, as a
+    """Per image, for `share` of them: down to one of LOW_RESOLUTION_SIDES and back up, as a
     cheap scanner or a thumbnail gives (and a blur)."""
+
+    def __init__(self, share: float, seed: int, **kwargs):
+        super().__init__(seed, **kwargs)
+        self.share = share
 
     def transform(self, images: tf.Tensor) -> tf.Tensor:
         size = tf.shape(images)[1:3]
@@ -118,7 +127,7 @@ class RandomLowResolution(SeededTransform):
             for side in LOW_RESOLUTION_SIDES
         ]
         draws = self.uniform([tf.shape(images)[0]])
-        return one_variant_per_image(images, variants, 1.0 - LOW_RESOLUTION_SHARE, draws)
+        return one_variant_per_image(images, variants, 1.0 - self.share, draws)
 
 
 class RandomBackgroundGradient(SeededTransform):
@@ -160,9 +169,14 @@ class RandomChoiceOfTwo(SeededTransform):
 def build_augmenter(seed: int, preset: str = "standard") -> keras.Sequential:
     """Random, label-preserving transforms of float32 [N, H, W, 1] images in 0..255."""
     settings, fill = AUGMENTATIONS[preset], {"fill_mode": "nearest"}
+    share = settings.low_resolution_share
     scanning = [
-        RandomLowResolution(seed + 6, name="low_resolution"),
-        RandomBackgroundGradient(seed + 7, name="background_gradient"),
+        *([RandomLowResolution(share, seed + 6, name="low_resolution")] if share else []),
+        *(
+            [RandomBackgroundGradient(seed + 7, name="background_gradient")]
+            if settings.shifts_of_scanning
+            else []
+        ),
     ]
     layers = [
         *(
@@ -173,7 +187,7 @@ def build_augmenter(seed: int, preset: str = "standard") -> keras.Sequential:
         keras.layers.RandomRotation(settings.rotation, seed=seed, **fill),
         keras.layers.RandomTranslation(settings.shift, settings.shift, seed=seed + 1, **fill),
         keras.layers.RandomZoom(settings.zoom, settings.zoom, seed=seed + 2, **fill),
-        *(scanning if settings.shifts_of_scanning else []),
+        *scanning,
         keras.layers.RandomContrast(CONTRAST, seed=seed + 3),
         keras.layers.GaussianNoise(settings.noise_stddev, seed=seed + 4),
         keras.layers.Lambda(lambda x: tf.clip_by_value(x, 0.0, 255.0), name="clip"),

@@ -142,6 +142,11 @@ class TrainConfig:
         2, "VGG16: augmented passes whose frozen-block features are cached",
         parse=non_negative_int,
     )  # fmt: skip
+    # VGG16: the fixed set of views holds few coarse scans otherwise (docs/training.md)
+    scanned_copies: int = setting(
+        0, "VGG16: cached passes with every image scanned at a low resolution (standard "
+        "transforms, then down to 6-32 px and back up)", parse=non_negative_int,
+    )  # fmt: skip
     early_stopping_patience: int = setting(
         6, "epochs without a better val_loss before a phase stops", parse=positive_int,
         flag="--patience",

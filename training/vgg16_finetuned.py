@@ -7,8 +7,8 @@
    mixed_bfloat16` the steps below run on a twin built under that policy, and the trained
    weights are copied back (training/precision.py).
 3. The feature cache: blocks 1-4 stay frozen in both phases, so their output is computed
-   once, for the training images and `augmented_copies` augmented passes of them, and for
-   the validation images.
+   once, for the training images, `augmented_copies` augmented passes of them and
+   `scanned_copies` passes at a low resolution, and for the validation images.
 4. Phase 1: the head trains on block-5 features of the cache (backbone frozen).
 5. Phase 2: block 5 is unfrozen and trains with the head on block-4 features, at a low
    learning rate.
@@ -22,6 +22,7 @@ import numpy as np
 import tf_keras as keras
 
 from common.contract import IMAGE_SIZE
+from training.augment import SCANNED
 from training.backbone import resolve_backbone
 from training.config import TrainConfig
 from training.data import Split
@@ -50,6 +51,11 @@ from training.precision import compute_policy, copy_weights, resolve_precision
 from training.reproducibility import make_reproducible
 
 
+def augmented_pass_presets(config: TrainConfig) -> list[str]:
+    """The augmentation preset of each cached pass after the clean one."""
+    return [config.augmentation] * config.augmented_copies + [SCANNED] * config.scanned_copies
+
+
 class FeatureCache:
     """Frozen-stage outputs, computed once per run: block4 features of the training images
     (plus `augmented_copies` augmented passes) and of the validation images; block5
@@ -66,13 +72,9 @@ class FeatureCache:
             start = time.perf_counter()
             passes = [evaluation_dataset(train.images, train.labels, EVAL_BATCH_SIZE)] + [
                 augmented_dataset(
-                    train.images,
-                    train.labels,
-                    EVAL_BATCH_SIZE,
-                    config.seed + k,
-                    config.augmentation,
-                )  # fmt: skip
-                for k in range(config.augmented_copies)
+                    train.images, train.labels, EVAL_BATCH_SIZE, config.seed + k, preset
+                )
+                for k, preset in enumerate(augmented_pass_presets(config))
             ]
             predict = self.parts.trunk.predict
             features = np.concatenate([predict(p, verbose=config.verbose) for p in passes])
