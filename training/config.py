@@ -143,7 +143,7 @@ class TrainConfig:
         parse=non_negative_int,
     )  # fmt: skip
     # VGG16: the fixed set of views holds few coarse scans otherwise; with one, 8x8 low
-    # resolution went from 94.9-96.8 % in every variant before to 97.75 % (docs/training.md)
+    # resolution went from 94.9-97.0 % in every variant before to 97.75 % (docs/training.md)
     scanned_copies: int = setting(
         1, "VGG16: cached passes with every image scanned at a low resolution (standard "
         "transforms, then down to 6-32 px and back up)", parse=non_negative_int,
