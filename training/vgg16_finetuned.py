@@ -58,7 +58,7 @@ def augmented_pass_presets(config: TrainConfig) -> list[str]:
 
 class FeatureCache:
     """Frozen-stage outputs, computed once per run: block4 features of the training images
-    (plus `augmented_copies` augmented passes) and of the validation images; block5
+    (plus the passes of augmented_pass_presets) and of the validation images; block5
     features derived from them for phase 1."""
 
     def __init__(self, parts: VGG16Parts, config: TrainConfig, train: Split, validation: Split):
@@ -131,8 +131,8 @@ def train_vgg16_finetuned(
 ) -> TrainingResult:
     """Phase 1: backbone frozen, train the head. Phase 2: unfreeze block5, low learning rate.
 
-    Blocks 1-4 stay frozen throughout, so their output is computed once (for the images and
-    `augmented_copies` augmented passes): phase 1 trains the head on block5 features, phase 2
+    Blocks 1-4 stay frozen throughout, so their output is computed once (for the images, their
+    augmented and scanned passes): phase 1 trains the head on block5 features, phase 2
     block5 + head on block4 features, instead of a 100x100 VGG16 pass per image per epoch.
     """
     precision = resolve_precision(config.precision)
