@@ -99,8 +99,8 @@ class TrainConfig:
         parse=positive_int,
     )  # fmt: skip
     finetune_epochs: int = setting(
-        10, "at most N epochs for vgg16_finetuned's phase 2 (block5 unfrozen; about a minute "
-        "each on 2 cores)", parse=positive_int,
+        10, "at most N epochs for vgg16_finetuned's phase 2 (block5 unfrozen; each about 1 "
+        "min on 2 cores in bfloat16, 4 in float32)", parse=positive_int,
     )  # fmt: skip
     # scratch_cnn (3 seeds: 4 errors in all at 16, 5 at 32); global under --distribute
     batch_size: int = setting(16, "scratch_cnn's global batch", parse=positive_int)
