@@ -117,8 +117,8 @@ def _model_section(name: str, entry: dict) -> str:
         )
         if "feature_seconds" in phase:
             lines.append(
-                f"- frozen blocks 1-4 features (images + augmented copies), computed once: "
-                f"{phase['feature_seconds']:.0f} s"
+                "- frozen blocks 1-4 features (images, augmented and scanned copies), "
+                f"computed once: {phase['feature_seconds']:.0f} s"
             )
     pretraining = entry.get("pretraining")
     if pretraining:
