@@ -45,6 +45,14 @@ def non_negative_float(value: str) -> float:
     return number
 
 
+def fraction(value: str) -> float:
+    """A share in [0, 1): 0 for none, never all."""
+    number = parsed(value, float)
+    if not 0 <= number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a fraction in [0, 1)")
+    return number
+
+
 def non_negative_int(value: str) -> int:
     number = parsed(value, int)
     if number < 0:

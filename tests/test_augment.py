@@ -18,7 +18,7 @@ from training.augment import (
 )
 from training.bundled.materialise import load_bundled
 from training.models import build_scratch_cnn, build_vgg16_backbone, build_vgg16_finetuned
-from training.pipeline import evaluation_dataset, training_dataset
+from training.pipeline import evaluation_dataset, feature_dataset, training_dataset
 
 
 def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -206,3 +206,31 @@ def test_low_resolution_is_the_same_share_of_any_image_side():
     out = RandomLowResolution(0.3, seed=1)(np.repeat(small, 64, axis=0), training=True).numpy()
     assert out.shape == (64, 32, 32, 1)
     assert (np.abs(out - small).mean(axis=(1, 2, 3)) > 1).any()  # some made coarser
+
+
+def dropped_channels(dataset: tf.data.Dataset, features: np.ndarray, rate: float) -> np.ndarray:
+    """Per channel of each view in the order the epoch gave them, whether its whole map was
+    zeroed; every kept map must be the view's own (labels index the views) scaled by
+    1 / (1 - rate)."""
+    masks = []
+    for batch, indices in dataset:
+        batch, original = batch.numpy(), features[indices.numpy()]
+        zero = (batch == 0).all(axis=(1, 2))
+        kept = np.where(zero[:, None, None, :], 0.0, original / (1 - rate))
+        np.testing.assert_allclose(batch, kept, rtol=1e-5)
+        masks.append(zero)
+    return np.concatenate(masks)
+
+
+def test_feature_dropout_zeroes_whole_channels_of_each_view_afresh_every_epoch():
+    """VGG16's phase 2 (--feature-dropout): the cached block-4 features of a view lose a
+    share of their channels, a new draw each epoch (not the last epoch's masks over the
+    reshuffled views); the validation features none."""
+    features = np.random.default_rng(0).uniform(1, 2, (96, 6, 6, 40)).astype(np.float32)
+    views = np.arange(len(features))
+    dataset = feature_dataset(features, views, 32, seed=1, channel_dropout=0.25)
+    first, second = (dropped_channels(dataset, features, 0.25) for _ in range(2))
+    assert 0.2 < first.mean() < 0.3 and 0.2 < second.mean() < 0.3
+    assert (first != second).mean() > 0.2  # about 2 x 0.25 x 0.75 if drawn anew
+    validation = np.concatenate([batch for batch, _ in feature_dataset(features, views, 32)])
+    np.testing.assert_array_equal(validation, features)

@@ -239,6 +239,8 @@ def test_bad_flag_value_is_one_line_error():
     assert_one_line_error(run_cli("--epochs", "0"), "--epochs")
     for flag in ("--augmented-copies", "--scanned-copies", "--limit-per-class"):
         assert_one_line_error(run_cli(flag, "-1"), flag, "negative")
+    for share in ("1", "-0.1", "half"):
+        assert_one_line_error(run_cli("--feature-dropout", share), "--feature-dropout")
     for stages in ("32x4,64", "16x2", "32x0", "big"):
         assert_one_line_error(run_cli("--pretrain-stages", stages), "SIDExEPOCHS")
 
@@ -348,11 +350,16 @@ def test_vgg16_caches_the_clean_the_augmented_and_the_scanned_passes(
     tmp_path, digit_folder, capsys
 ):
     """--scanned-copies adds passes of the scanned preset to the frozen-block features,
-    after the --augmented-copies passes of the run's own preset."""
+    after the --augmented-copies passes of the run's own preset (phase 2 here with
+    --feature-dropout, whose masks tests/test_augment.py checks)."""
     config = parse_args(["--augmented-copies", "1", "--scanned-copies", "2"])
     assert augmented_pass_presets(config) == ["mixed", SCANNED, SCANNED]
     config = tiny_config(
-        tmp_path, models=("vgg16_finetuned",), augmented_copies=1, scanned_copies=1
+        tmp_path,
+        models=("vgg16_finetuned",),
+        augmented_copies=1,
+        scanned_copies=1,
+        feature_dropout=0.2,
     )
     run(config)
     cached = re.search(r"features of (\d+) training images \((\d+) pass", capsys.readouterr().out)

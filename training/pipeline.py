@@ -2,6 +2,7 @@
 
 import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 
 from training.augment import augment_batches
 
@@ -52,13 +53,28 @@ def evaluation_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int) 
 
 
 def feature_dataset(
-    features: np.ndarray, labels: np.ndarray, batch_size: int, seed: int | None = None
+    features: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    seed: int | None = None,
+    channel_dropout: float = 0.0,
 ) -> tf.data.Dataset:
-    """Precomputed backbone features; shuffled when a seed is given (training)."""
+    """Precomputed backbone features; shuffled when a seed is given (training), with
+    `channel_dropout` of each view's feature maps zeroed, a fresh draw every epoch (Keras'
+    SpatialDropout2D, so the kept ones are scaled up to the same expected sum)."""
     dataset = _sharded_by_element(tf.data.Dataset.from_tensor_slices((features, labels)))
     if seed is not None:
         dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size)
+    if channel_dropout:
+        # force_generator: masks from Keras' seeded generator, which advances every batch
+        # (without it, a seeded Dropout in a tf.data map can repeat its masks each epoch)
+        dropout = keras.layers.SpatialDropout2D(channel_dropout, seed=seed, force_generator=True)
+        dataset = dataset.map(
+            lambda batch, batch_labels: (dropout(batch, training=True), batch_labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def augmented_dataset(

@@ -92,14 +92,17 @@ class FeatureCache:
             )
         return self.block4
 
-    def _datasets(self, features, labels, val_features) -> tuple:
+    def _datasets(self, features, labels, val_features, channel_dropout: float = 0.0) -> tuple:
+        config = self.config
         return (
-            feature_dataset(features, labels, self.config.vgg16_batch_size, self.config.seed),
+            feature_dataset(
+                features, labels, config.vgg16_batch_size, config.seed, channel_dropout
+            ),
             feature_dataset(val_features, self.validation.labels, EVAL_BATCH_SIZE),
         )
 
     def block4_data(self) -> tuple:
-        return self._datasets(*self._block4())
+        return self._datasets(*self._block4(), channel_dropout=self.config.feature_dropout)
 
     def block5_data(self) -> tuple:
         features, labels, val_features = self._block4()
