@@ -6,7 +6,8 @@ Every shift of benchmarks/shifts.py (low resolution, blur, thick and thin stroke
 shear, off-centre, rescaled, noise, JPEG, uneven background, the other polarity), at its mild
 and strong setting, applied to the validation split and run through each model's ONNX graph
 (the file the server serves). Reported per model and shift: accuracy and the expected
-calibration error (ECE, 15 equal-width confidence bins), judged against the targets in
+calibration error (ECE, 15 equal-width confidence bins); per model across the shifted
+cells, the mean accuracy and its drop from clean; all judged against the targets in
 benchmarks/targets/robustness.json. Results: robustness.json, .md, a PNG of accuracies and a
 PNG grid of example images, in the results folder.
 """
@@ -99,8 +100,45 @@ def shifted_sets(images: np.ndarray, names: tuple[str, ...]) -> dict[tuple[str, 
     return sets
 
 
+def shifted_accuracies(rows: list[dict], model: str) -> dict[tuple[str, str], float]:
+    """A model's accuracy in every shifted cell of the suite (the clean row left out)."""
+    return {
+        (r["shift"], r["strength"]): r["accuracy"]
+        for r in rows
+        if r["model"] == model and r["shift"] != "clean"
+    }
+
+
+def suite_summary(rows: list[dict]) -> dict[str, dict]:
+    """Per model, across the shifted cells: the mean accuracy (what a user sees) and the
+    mean drop from its own clean accuracy (robustness apart from clean accuracy)."""
+    summary = {}
+    for model in sorted({row["model"] for row in rows}):
+        shifted = list(shifted_accuracies(rows, model).values())
+        clean = next(r["accuracy"] for r in rows if r["model"] == model and r["shift"] == "clean")
+        if shifted:
+            mean = float(np.mean(shifted))
+            summary[model] = {"cells": len(shifted), "mean": mean, "mean_drop": clean - mean}
+    return summary
+
+
+def as_robust_as(rows: list[dict], model: str, reference: str) -> dict:
+    """`model` against `reference` over the shifted cells both have: met when its mean
+    accuracy is at least the reference's; the cells above and below it say where."""
+    mine, theirs = shifted_accuracies(rows, model), shifted_accuracies(rows, reference)
+    cells = sorted(mine.keys() & theirs.keys())
+    above = sum(mine[cell] > theirs[cell] for cell in cells)
+    below = sum(mine[cell] < theirs[cell] for cell in cells)
+    mean, reference_mean = (float(np.mean([acc[c] for c in cells])) for acc in (mine, theirs))
+    return {"model": model, "target": f"as robust as {reference}: mean shifted accuracy",
+            "threshold": reference_mean, "value": mean,
+            "at": f"{len(cells)} cells: above in {above}, below in {below}",
+            "met": mean >= reference_mean}  # fmt: skip
+
+
 def judge(rows: list[dict], spec: dict) -> list[dict]:
-    """Each model's worst shift per strength against the targets, and its polarity gap."""
+    """Each model's worst shift per strength against the targets, its polarity gap, and
+    the comparisons of spec's "as_robust_as" (model: reference) whose models both ran."""
     verdicts = []
     for model in sorted({row["model"] for row in rows}):
         mine = {(r["shift"], r["strength"]): r["accuracy"] for r in rows if r["model"] == model}
@@ -119,6 +157,10 @@ def judge(rows: list[dict], spec: dict) -> list[dict]:
             verdicts.append({"model": model, "target": "polarity gap (points)",
                              "threshold": 100 * threshold, "value": 100 * gap, "at": "inverted",
                              "met": gap <= threshold})  # fmt: skip
+    ran = {row["model"] for row in rows}
+    for model, reference in spec.get("as_robust_as", {}).items():
+        if {model, reference} <= ran:
+            verdicts.append(as_robust_as(rows, model, reference))
     return verdicts
 
 
@@ -152,6 +194,13 @@ def markdown(results: dict) -> str:
         for shift, strength in keys
     ]
     lines += table(header, rows)
+    summary = results["suite"]
+    lines += ["", "Across the shifted cells:", ""]
+    lines += table(
+        ["model", "cells", "mean accuracy", "mean drop from clean (points)"],
+        [[m, str(v["cells"]), f"{100 * v['mean']:.2f} %", f"{100 * v['mean_drop']:.2f}"]
+         for m, v in summary.items()],
+    )  # fmt: skip
     lines += ["", "Targets:", ""]
     lines += table(
         ["model", "target", "threshold", "measured", "where", "met"],
@@ -172,6 +221,9 @@ def read_targets(path: Path) -> dict:
         spec = json.loads(Path(path).read_text())
         for value in [*spec["minimum_accuracy"].values(), spec["polarity_gap"]]:
             float(value)
+        pairs = spec.get("as_robust_as", {}).items()
+        if not all(isinstance(name, str) for pair in pairs for name in pair):
+            raise ValueError("as_robust_as: expected {model: reference model}")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise UserError(f"{path}: not a robustness targets file ({error})") from None
     return spec
@@ -213,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     sets = shifted_sets(images, command.shifts)
     rows = evaluate(models, sets, labels)
     results = {"machine": machine_info(), "images": int(len(labels)), "rows": rows,
-               "targets": judge(rows, spec), "target_spec": spec}  # fmt: skip
+               "suite": suite_summary(rows), "targets": judge(rows, spec),
+               "target_spec": spec}  # fmt: skip
     results["figure"] = plots.robustness_accuracy(rows, output / "robustness.png").name
     examples = plots.shift_examples(sets, command.examples, output / "robustness_examples.png")
     results["examples_figure"] = examples.name

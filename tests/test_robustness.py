@@ -79,7 +79,9 @@ def test_benchmark_run_reports_every_model_and_shift(serving_repository, digits,
     assert len(results["rows"]) == len(models) * settings_per_model
     assert all(0 <= row["accuracy"] <= 1 and 0 <= row["ece"] <= 1 for row in results["rows"])
     verdicts = {(v["model"], v["target"]) for v in results["targets"]}
-    assert len(verdicts) == 3 * len(models)
+    compared = {"vgg16_finetuned", "scratch_cnn"} <= models  # benchmarks/targets' as_robust_as
+    assert len(verdicts) == 3 * len(models) + compared
+    assert set(results["suite"]) == models
     for name in ("robustness.md", "robustness.png", "robustness_examples.png"):
         assert (output / name).stat().st_size > 0
 
@@ -96,3 +98,27 @@ def test_temperature_scaling_fits_an_overconfident_model():
     assert temperature > 1.5
     ece = robustness.expected_calibration_error
     assert ece(scaled, labels) < ece(probabilities, labels) / 2
+
+
+def test_a_model_is_as_robust_as_its_reference_when_its_mean_over_the_shifts_is_no_lower():
+    """The clean row does not count; the cells above and below are named; a comparison
+    whose reference did not run is left out."""
+
+    def rows(model: str, clean: float, shifted: list[float]) -> list[dict]:
+        cells = [("clean", "none", clean)]
+        cells += [(f"s{i}", "mild", acc) for i, acc in enumerate(shifted)]
+        return [{"model": model, "shift": shift, "strength": strength, "accuracy": acc}
+                for shift, strength, acc in cells]  # fmt: skip
+
+    spec = {"minimum_accuracy": {}, "polarity_gap": 0.005, "as_robust_as": {"big": "small"}}
+    small = rows("small", 1.0, [0.99, 0.98, 0.97])
+    worse_on_average = rows("big", 0.0, [1.0, 0.96, 0.96])  # clean far worse: not counted
+    [verdict] = robustness.judge(small + worse_on_average, spec)
+    assert verdict["model"] == "big" and not verdict["met"]
+    assert verdict["value"] == pytest.approx(0.9733, abs=1e-4)
+    assert verdict["at"] == "3 cells: above in 1, below in 2"
+    [verdict] = robustness.judge(small + rows("big", 0.0, [0.97, 0.98, 0.99]), spec)
+    assert verdict["met"] and verdict["at"] == "3 cells: above in 1, below in 1"
+    assert robustness.judge(worse_on_average, spec) == []
+    summary = robustness.suite_summary(small)["small"]
+    assert summary["cells"] == 3 and summary["mean_drop"] == pytest.approx(0.02)
