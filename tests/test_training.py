@@ -20,6 +20,7 @@ from training.backbone import ensure_fallback_weights, fallback_paths
 from training.config import PretrainConfig, TrainConfig
 from training.data import load_dataset
 from training.distribute import Placement
+from training.fitting import PhaseSettings, fit_phase
 from training.models import build_vgg16_backbone
 from training.precision import resolve_precision
 from training.run import parse_args, run
@@ -388,3 +389,28 @@ def test_mixed_bfloat16_training_saves_a_float32_model_with_the_trained_weights(
     for name, trained in (("block4_conv3", False), ("block5_conv3", True)):
         saved, initial = backbone.get_layer(name).get_weights()[0], pretrained.get_layer(name)
         assert np.array_equal(saved, initial.get_weights()[0]) is not trained, name
+
+
+def test_a_phase_with_a_moving_average_leaves_the_average_weights_in_the_model(tmp_path):
+    """--finetune-ema: Keras' moving average of the weights is written into the model at
+    every epoch's end, so what validation and the saved model see is the average: at
+    momentum 0.999 two epochs leave the weights near their start, where plain Adam at the
+    same rate moves them far."""
+    placement = Placement(tf.distribute.get_strategy(), "none", True, 0, 1, None)
+    features = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    labels = (features[:, 0] > 0).astype(np.int64)
+
+    def data() -> tuple[tf.data.Dataset, tf.data.Dataset]:
+        batches = tf.data.Dataset.from_tensor_slices((features, labels)).batch(8)
+        return batches, batches
+
+    moved = {}
+    for momentum in (0.0, 0.999):
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, "softmax")])
+        start = model.get_weights()[0].copy()
+        settings = PhaseSettings("phase", 2, 0.05, 5, 0, ema_momentum=momentum)
+        fit_phase(model, data, tmp_path / str(momentum), settings, placement)
+        assert model.optimizer.use_ema == bool(momentum)
+        moved[momentum] = float(np.abs(model.get_weights()[0] - start).max())
+    assert moved[0.999] < moved[0.0] / 5, moved

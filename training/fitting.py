@@ -42,6 +42,7 @@ class PhaseSettings:
     patience: int
     verbose: int
     min_epochs: int = 0  # before early stopping watches (Keras' start_from_epoch)
+    ema_momentum: float = 0.0  # of the weights' moving average (phase_optimizer); 0: none
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -121,12 +122,12 @@ def fit_phase(
         return json.loads(done.read_text())["history"]
     if placement.is_chief:
         workdir.mkdir(parents=True, exist_ok=True)
+    train_data, validation_data = data()
     model.compile(
-        optimizer=keras.optimizers.Adam(settings.learning_rate),
+        optimizer=phase_optimizer(settings, train_data),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    train_data, validation_data = data()
     model.fit(
         train_data,
         validation_data=validation_data,
@@ -141,6 +142,25 @@ def fit_phase(
     if placement.is_chief:
         done.write_text(json.dumps({"history": history}, indent=2))
     return history
+
+
+def phase_optimizer(
+    settings: PhaseSettings, train_data: tf.data.Dataset
+) -> keras.optimizers.Optimizer:
+    """Adam at the phase's rate; with an EMA momentum, Keras' moving average of the weights,
+    written into the model at the last step of every epoch, so that validation, early
+    stopping, the checkpoints and the saved model all see the average."""
+    if not settings.ema_momentum:
+        return keras.optimizers.Adam(settings.learning_rate)
+    steps_per_epoch = int(train_data.cardinality())
+    if steps_per_epoch < 1:
+        raise ValueError("a moving average per epoch needs a dataset of known length")
+    return keras.optimizers.Adam(
+        settings.learning_rate,
+        use_ema=True,
+        ema_momentum=settings.ema_momentum,
+        ema_overwrite_frequency=steps_per_epoch,
+    )
 
 
 def phase_settings(config: TrainConfig, name: str, learning_rate: float) -> PhaseSettings:

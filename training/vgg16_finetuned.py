@@ -156,6 +156,7 @@ def train_vgg16_finetuned(
     phase2 = replace(
         phase_settings(config, "phase2", config.finetune_learning_rate),
         epochs=config.finetune_epochs,
+        ema_momentum=config.finetune_ema,
     )
     history2 = fit_phase(parts.top, cache.block4_data, workdir, phase2, placement, callbacks)
     copy_weights(working, model)  # the trained weights into the float32 model (or itself)
