@@ -100,22 +100,30 @@ def shifted_sets(images: np.ndarray, names: tuple[str, ...]) -> dict[tuple[str, 
     return sets
 
 
+CLEAN = ("clean", "none")  # the unshifted row's (shift, strength)
+
+
+def model_names(rows: list[dict]) -> list[str]:
+    return sorted({row["model"] for row in rows})
+
+
+def accuracies(rows: list[dict], model: str) -> dict[tuple[str, str], float]:
+    """A model's accuracy per (shift, strength), the clean row included."""
+    return {(r["shift"], r["strength"]): r["accuracy"] for r in rows if r["model"] == model}
+
+
 def shifted_accuracies(rows: list[dict], model: str) -> dict[tuple[str, str], float]:
     """A model's accuracy in every shifted cell of the suite (the clean row left out)."""
-    return {
-        (r["shift"], r["strength"]): r["accuracy"]
-        for r in rows
-        if r["model"] == model and r["shift"] != "clean"
-    }
+    return {cell: acc for cell, acc in accuracies(rows, model).items() if cell != CLEAN}
 
 
 def suite_summary(rows: list[dict]) -> dict[str, dict]:
     """Per model, across the shifted cells: the mean accuracy (what a user sees) and the
     mean drop from its own clean accuracy (robustness apart from clean accuracy)."""
     summary = {}
-    for model in sorted({row["model"] for row in rows}):
+    for model in model_names(rows):
         shifted = list(shifted_accuracies(rows, model).values())
-        clean = next(r["accuracy"] for r in rows if r["model"] == model and r["shift"] == "clean")
+        clean = accuracies(rows, model)[CLEAN]
         if shifted:
             mean = float(np.mean(shifted))
             summary[model] = {"cells": len(shifted), "mean": mean, "mean_drop": clean - mean}
@@ -140,9 +148,10 @@ def judge(rows: list[dict], spec: dict) -> list[dict]:
     """Each model's worst shift per strength against the targets, its polarity gap, and
     the comparisons of spec's "as_robust_as" (model: reference) whose models both ran."""
     verdicts = []
-    for model in sorted({row["model"] for row in rows}):
-        mine = {(r["shift"], r["strength"]): r["accuracy"] for r in rows if r["model"] == model}
-        clean = mine[("clean", "none")]
+    ran = model_names(rows)
+    for model in ran:
+        mine = accuracies(rows, model)
+        clean = mine[CLEAN]
         for strength, threshold in spec["minimum_accuracy"].items():
             worst = min(
                 ((acc, shift) for (shift, s), acc in mine.items() if s == strength), default=None
@@ -157,9 +166,8 @@ def judge(rows: list[dict], spec: dict) -> list[dict]:
             verdicts.append({"model": model, "target": "polarity gap (points)",
                              "threshold": 100 * threshold, "value": 100 * gap, "at": "inverted",
                              "met": gap <= threshold})  # fmt: skip
-    ran = {row["model"] for row in rows}
     for model, reference in spec.get("as_robust_as", {}).items():
-        if {model, reference} <= ran:
+        if {model, reference} <= set(ran):
             verdicts.append(as_robust_as(rows, model, reference))
     return verdicts
 
@@ -179,7 +187,7 @@ def markdown(results: dict) -> str:
         + ").",
         "",
     ]
-    models = sorted({row["model"] for row in results["rows"]})
+    models = model_names(results["rows"])
     header = ["shift", "strength"] + [f"{m} acc / ECE / ECE at T" for m in models]
     by_key = {(r["model"], r["shift"], r["strength"]): r for r in results["rows"]}
     keys = list(dict.fromkeys((r["shift"], r["strength"]) for r in results["rows"]))
