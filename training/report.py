@@ -1,6 +1,7 @@
 """Evaluation on the validation split and the report: JSON, curves, confusion, markdown."""
 
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -81,17 +82,33 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
+def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of an accuracy of `correct` in `total`: where the same
+    model's accuracy on another sample of that size may well lie (on 623 images one image
+    is 0.16 points, so a target of 99.7 % means at most one error)."""
+    share, spread = correct / total, z * z / total
+    centre = (share + spread / 2) / (1 + spread)
+    half_width = z * math.sqrt(share * (1 - share) / total + spread / (4 * total)) / (1 + spread)
+    return max(0.0, centre - half_width), min(1.0, centre + half_width)
+
+
+def _interval(entry: dict) -> str:
+    low, high = wilson_interval(entry["val_count"] - entry["val_errors"], entry["val_count"])
+    return f"{100 * low:.2f}-{100 * high:.2f} %"
+
+
 def comparison_table(summary: dict[str, dict]) -> str:
     """Side-by-side markdown table of every model in the summary."""
     lines = [
-        "| model | backbone | val accuracy | val images | inverted polarity | epochs run "
-        "| train time (s) | parameters |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | backbone | val accuracy | 95 % interval | val images | inverted polarity "
+        "| epochs run | train time (s) | parameters |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, entry in summary.items():
         lines.append(
             f"| {name} | {entry['backbone'] or '-'} | {_percent(entry['val_accuracy'])} "
-            f"| {entry['val_count']} | {_percent(entry['inverted_val_accuracy'])} "
+            f"| {_interval(entry)} | {entry['val_count']} "
+            f"| {_percent(entry['inverted_val_accuracy'])} "
             f"| {entry['epochs_run']} | {entry['train_seconds']:.0f} | {entry['parameters']:,} |"
         )
     return "\n".join(lines) + "\n"
@@ -102,7 +119,7 @@ def _model_section(name: str, entry: dict) -> str:
         f"## {name}",
         "",
         f"- validation accuracy: {_percent(entry['val_accuracy'])} on {entry['val_count']} "
-        f"held-out images ({entry['val_errors']} wrong)",
+        f"held-out images ({entry['val_errors']} wrong; 95 % interval {_interval(entry)})",
         f"- same images with inverted polarity: {_percent(entry['inverted_val_accuracy'])}",
         f"- epochs run: {entry['epochs_run']}; training time: {entry['train_seconds']:.0f} s",
         f"- backbone: {entry['backbone'] or 'none (trained from scratch)'}",
@@ -151,7 +168,9 @@ def write_report(output_dir: Path, summary: dict[str, dict], settings: dict) -> 
         "# Training report",
         "",
         "Validation: the held-out 20 % split (stratified per class, seeded); it also drives",
-        "early stopping and the learning-rate schedule.",
+        "early stopping and the learning-rate schedule. The 95 % interval is Wilson's score",
+        "interval for that many images: two accuracies inside each other's interval are not",
+        "told apart by this split.",
         "",
         table,
         *(_model_section(name, entry) for name, entry in summary.items()),
