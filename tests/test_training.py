@@ -78,13 +78,23 @@ def test_tiny_run_of_both_models_leaves_every_artifact(tmp_path, digit_folder):
     np.testing.assert_array_equal(saved["labels"], validation.labels)
 
     pixels = saved["images"][..., None].astype(np.float32)
+    summary = json.loads((out / "report" / "summary.json").read_text())
     for name in MODEL_NAMES:
         model = keras.models.load_model(out / "keras" / f"{name}.keras")
         probabilities = model(pixels, training=False).numpy()
         assert probabilities.shape == (6, 3)
-        accuracy = np.mean(probabilities.argmax(axis=1) == saved["labels"])
+        predicted = probabilities.argmax(axis=1)
+        accuracy = np.mean(predicted == saved["labels"])
         assert accuracy == pytest.approx(metrics["models"][name]["val_accuracy"])
-        for suffix in ("_history.json", "_curves.png", "_confusion.png"):
+        # The report names exactly the images the saved model misreads, by index and file.
+        misread = summary[name]["misread"]
+        assert [entry["index"] for entry in misread] == list(
+            np.flatnonzero(predicted != saved["labels"])
+        )
+        for entry in misread:
+            assert entry["predicted"] == str(predicted[entry["index"]])
+            assert entry["file"] == str(validation.files[entry["index"]])
+        for suffix in ("_history.json", "_curves.png", "_confusion.png", "_misread.png"):
             assert (out / "report" / f"{name}{suffix}").stat().st_size > 0
     for page in ("report.md", "comparison.md"):
         text = (out / "report" / page).read_text()

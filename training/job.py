@@ -72,7 +72,7 @@ def train_and_report(
     print(f"{name}: weights sha256 {weights_digest(model)}")
     # Every worker saves (TensorFlow's rule for multi-worker runs); only the chief's is kept.
     model.save(placement.own_path(out / "keras" / f"{name}.keras"))
-    evaluation = report.evaluate(model, validation.images, validation.labels)
+    evaluation = report.evaluate(model, validation.images, validation.labels, validation.files)
     placement.barrier()  # every worker is done with the checkpoint folder
     if not placement.is_chief:
         return evaluation
@@ -81,13 +81,16 @@ def train_and_report(
     report.plot_confusion(
         evaluation["confusion"], f"{name} (validation)", out / "report" / f"{name}_confusion.png"
     )
-    remove_owned(workdir)
-    val_errors = evaluation["val_count"] - round(
-        evaluation["val_accuracy"] * evaluation["val_count"]
+    report.plot_misread(
+        validation.images,
+        evaluation["misread"],
+        f"{name}: misread validation images",
+        out / "report" / f"{name}_misread.png",
     )
+    remove_owned(workdir)
     return {
         **evaluation,
-        "val_errors": val_errors,
+        "val_errors": len(evaluation["misread"]),
         "epochs_run": len(history),
         "train_seconds": round(
             sum(phase["seconds"] + phase.get("feature_seconds", 0.0) for phase in phases), 1

@@ -18,24 +18,40 @@ from training.pipeline import EVAL_BATCH_SIZE, evaluation_dataset  # noqa: E402
 METRICS_KEYS = ("val_accuracy", "val_count", "epochs_run", "train_seconds", "backbone")
 
 
-def predict_labels(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Class indices for uint8 [N, 100, 100] images (predict: always training=False; under
-    a multi-worker strategy, split between the workers and gathered in order)."""
-    batches = evaluation_dataset(images, labels, EVAL_BATCH_SIZE)  # labels unused by predict
-    return model.predict(batches, verbose=0).argmax(axis=1)
+def predict_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """Class probabilities [N, classes] for uint8 [N, 100, 100] images (predict: always
+    training=False; under a multi-worker strategy, split between the workers and gathered
+    in order)."""
+    labels = np.zeros(len(images), dtype=np.int64)  # evaluation_dataset wants some; unused
+    batches = evaluation_dataset(images, labels, EVAL_BATCH_SIZE)
+    return model.predict(batches, verbose=0)
 
 
-def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> dict:
-    """Accuracy, confusion matrix, and accuracy on the same images with inverted polarity."""
-    predicted = predict_labels(model, images, labels)
-    inverted = predict_labels(model, invert_polarity(images), labels)
+def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray, files: tuple = ()) -> dict:
+    """Accuracy, confusion matrix, the misread images (index into the split, file when
+    known, true and predicted class, the predicted class's probability), and accuracy on
+    the same images with inverted polarity."""
+    probabilities = predict_probabilities(model, images)
+    predicted = probabilities.argmax(axis=1)
+    inverted = predict_probabilities(model, invert_polarity(images)).argmax(axis=1)
     confusion = np.zeros((len(CLASS_LABELS), len(CLASS_LABELS)), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
+    misread = [
+        {
+            "index": int(index),
+            "file": str(files[index]) if files else None,
+            "label": CLASS_LABELS[labels[index]],
+            "predicted": CLASS_LABELS[predicted[index]],
+            "probability": round(float(probabilities[index, predicted[index]]), 4),
+        }
+        for index in np.flatnonzero(predicted != labels)
+    ]
     return {
         "val_accuracy": float(np.mean(predicted == labels)),
         "val_count": int(len(labels)),
         "inverted_val_accuracy": float(np.mean(inverted == labels)),
         "confusion": confusion.tolist(),
+        "misread": misread,
     }
 
 
@@ -78,6 +94,29 @@ def plot_confusion(confusion: list[list[int]], title: str, path: Path) -> None:
     plt.close(figure)
 
 
+def plot_misread(images: np.ndarray, misread: list[dict], title: str, path: Path) -> None:
+    """The first 24 misread validation images, each captioned true -> predicted (p); a
+    figure that says none were when none were."""
+    shown = misread[:24]
+    columns = max(1, min(len(shown), 8))
+    rows = max(1, -(-len(shown) // columns))
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(max(4.0, 1.6 * columns), 1.9 * rows + 0.4), squeeze=False
+    )
+    for axis in axes.flat:
+        axis.axis("off")
+    if not shown:
+        axes[0, 0].text(0.5, 0.5, "none misread", ha="center", va="center")
+    for axis, entry in zip(axes.flat, shown, strict=False):
+        axis.imshow(images[entry["index"]], cmap="gray", vmin=0, vmax=255)
+        caption = f"#{entry['index']}: {entry['label']} -> {entry['predicted']}"
+        axis.set_title(f"{caption}\n(p {entry['probability']:.2f})", fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f} %"
 
@@ -114,6 +153,20 @@ def comparison_table(summary: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _misread_lines(misread: list[dict], shown: int = 12) -> list[str]:
+    """One line per misread validation image (the first `shown`), named by index and file."""
+    lines = []
+    for entry in misread[:shown]:
+        where = f" {Path(*Path(entry['file']).parts[-2:])}" if entry["file"] else ""
+        lines.append(
+            f"  - #{entry['index']}{where}: a {entry['label']} read as {entry['predicted']} "
+            f"(probability {entry['probability']:.2f})"
+        )
+    if len(misread) > shown:
+        lines.append(f"  - and {len(misread) - shown} more (summary.json)")
+    return ["- misread validation images:", *lines] if lines else []
+
+
 def _model_section(name: str, entry: dict) -> str:
     lines = [
         f"## {name}",
@@ -121,6 +174,7 @@ def _model_section(name: str, entry: dict) -> str:
         f"- validation accuracy: {_percent(entry['val_accuracy'])} on {entry['val_count']} "
         f"held-out images ({entry['val_errors']} wrong; 95 % interval {_interval(entry)})",
         f"- same images with inverted polarity: {_percent(entry['inverted_val_accuracy'])}",
+        *_misread_lines(entry.get("misread", [])),  # absent from reports before 2026-12-07
         f"- epochs run: {entry['epochs_run']}; training time: {entry['train_seconds']:.0f} s",
         f"- backbone: {entry['backbone'] or 'none (trained from scratch)'}",
         f"- parameters: {entry['parameters']:,} ({entry['trainable_parameters']:,} trainable "
@@ -149,11 +203,10 @@ def _model_section(name: str, entry: dict) -> str:
             f"{pretraining.get('settings', {}).get('precision', 'float32')} "
             "(built once, then cached)"
         )
-    lines += [
-        "",
-        f"![curves]({name}_curves.png) ![confusion]({name}_confusion.png)",
-        "",
-    ]
+    figures = f"![curves]({name}_curves.png) ![confusion]({name}_confusion.png)"
+    if entry.get("misread"):
+        figures += f" ![misread]({name}_misread.png)"
+    lines += ["", figures, ""]
     return "\n".join(lines)
 
 
