@@ -152,13 +152,13 @@ class TrainConfig:
     # validation at seed 7): a fresh draw of dropped block-4 channels each epoch varies them
     feature_dropout: float = setting(
         0.0, "VGG16 phase 2: share of the cached block-4 feature channels dropped, a fresh "
-        "draw per view each epoch (0: none)", parse=fraction,
+        "draw per view each epoch (0: none)", parse=fraction, metavar="F",
     )  # fmt: skip
     # its validation loss swung by half from one epoch to the next (0.025-0.076 at seed 7)
     finetune_ema: float = setting(
         0.0, "VGG16 phase 2: momentum of a moving average of the weights (Keras' use_ema), "
         "written into the model at every epoch's end, so validation, early stopping and the "
-        "saved model see the average (0: none)", parse=fraction,
+        "saved model see the average (0: none)", parse=fraction, metavar="M",
     )  # fmt: skip
     early_stopping_patience: int = setting(
         6, "epochs without a better val_loss before a phase stops", parse=positive_int,
