@@ -18,12 +18,11 @@ from training.pipeline import EVAL_BATCH_SIZE, evaluation_dataset  # noqa: E402
 METRICS_KEYS = ("val_accuracy", "val_count", "epochs_run", "train_seconds", "backbone")
 
 
-def predict_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
+def predict_probabilities(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Class probabilities [N, classes] for uint8 [N, 100, 100] images (predict: always
     training=False; under a multi-worker strategy, split between the workers and gathered
     in order)."""
-    labels = np.zeros(len(images), dtype=np.int64)  # evaluation_dataset wants some; unused
-    batches = evaluation_dataset(images, labels, EVAL_BATCH_SIZE)
+    batches = evaluation_dataset(images, labels, EVAL_BATCH_SIZE)  # labels unused by predict
     return model.predict(batches, verbose=0)
 
 
@@ -31,9 +30,9 @@ def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray, files: 
     """Accuracy, confusion matrix, the misread images (index into the split, file when
     known, true and predicted class, the predicted class's probability), and accuracy on
     the same images with inverted polarity."""
-    probabilities = predict_probabilities(model, images)
+    probabilities = predict_probabilities(model, images, labels)
     predicted = probabilities.argmax(axis=1)
-    inverted = predict_probabilities(model, invert_polarity(images)).argmax(axis=1)
+    inverted = predict_probabilities(model, invert_polarity(images), labels).argmax(axis=1)
     confusion = np.zeros((len(CLASS_LABELS), len(CLASS_LABELS)), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
     misread = [
