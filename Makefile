@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= training,gpu,dev
+EXTRAS ?= training,gpu,benchmarks,dev
 CLIENTS_VENV ?= .venv-clients
 PERF_VENV ?= .venv-perf
 PROTOS := protos/digits/v1/digits.proto protos/inference/model_config.proto protos/inference/grpc_service.proto

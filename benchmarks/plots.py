@@ -218,6 +218,30 @@ def robustness_accuracy(rows: list[dict], path: Path) -> Path:
     return save(figure, path)
 
 
+def accuracy_intervals(rows: list[dict], path: Path) -> Path:
+    """Accuracy per image set, a bar per model, with each 95 % interval as a whisker."""
+    models = list(dict.fromkeys(row["model"] for row in rows))
+    sets = list(dict.fromkeys(row["images"] for row in rows))
+    figure, axis = plt.subplots(figsize=(2.2 + 1.6 * len(sets), 4))
+    width = 0.8 / len(models)
+    for offset, model in enumerate(models):
+        mine = {row["images"]: row for row in rows if row["model"] == model}
+        found = [mine.get(name) for name in sets]
+        values = np.array([100 * row["accuracy"] if row else np.nan for row in found])
+        low = np.array([100 * row["interval"][0] if row else np.nan for row in found])
+        high = np.array([100 * row["interval"][1] if row else np.nan for row in found])
+        positions = np.arange(len(sets)) + (offset - (len(models) - 1) / 2) * width
+        axis.bar(positions, values, width, label=model,
+                 yerr=[values - low, high - values], capsize=3)  # fmt: skip
+    axis.set_xticks(np.arange(len(sets)))
+    axis.set_xticklabels(sets)
+    axis.set_ylim(max(0, np.nanmin([100 * r["interval"][0] for r in rows]) - 5), 100.5)
+    axis.set_ylabel("accuracy % (95 % interval)")
+    axis.legend(loc="lower left", fontsize=8)
+    axis.grid(alpha=0.3, axis="y")
+    return save(figure, path)
+
+
 def shift_examples(sets: dict, count: int, path: Path) -> Path:
     """A grid: a row per shift and strength, the same `count` validation images (spread over
     the set, so over the classes) in each."""

@@ -14,6 +14,7 @@ import tf_keras as keras
 
 import training.models  # noqa: F401  (registers PolarityNormalization for load_model)
 from common.contract import IMAGE_SIZE, MODEL_NAMES
+from common.intervals import wilson_interval
 from tests.test_data import write_digit_folder
 from training.augment import SCANNED
 from training.backbone import ensure_fallback_weights, fallback_paths
@@ -23,7 +24,7 @@ from training.distribute import Placement
 from training.fitting import PhaseSettings, fit_phase
 from training.models import build_vgg16_backbone
 from training.precision import resolve_precision
-from training.report import comparison_table, wilson_interval
+from training.report import comparison_table
 from training.run import parse_args, run
 from training.vgg16_finetuned import augmented_pass_presets
 

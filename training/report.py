@@ -1,7 +1,6 @@
 """Evaluation on the validation split and the report: JSON, curves, confusion, markdown."""
 
 import json
-import math
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +12,7 @@ import tf_keras as keras  # noqa: E402
 
 from common.contract import CLASS_LABELS, IMAGE_SIZE  # noqa: E402
 from common.images import invert_polarity  # noqa: E402
+from common.intervals import wilson_interval  # noqa: E402
 from training.pipeline import EVAL_BATCH_SIZE, evaluation_dataset  # noqa: E402
 
 METRICS_KEYS = ("val_accuracy", "val_count", "epochs_run", "train_seconds", "backbone")
@@ -118,16 +118,6 @@ def plot_misread(images: np.ndarray, misread: list[dict], title: str, path: Path
 
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f} %"
-
-
-def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95 % Wilson score interval of an accuracy of `correct` in `total`: where the same
-    model's accuracy on another sample of that size may well lie (on 623 images one image
-    is 0.16 points, so a target of 99.7 % means at most one error)."""
-    share, spread = correct / total, z * z / total
-    centre = (share + spread / 2) / (1 + spread)
-    half_width = z * math.sqrt(share * (1 - share) / total + spread / (4 * total)) / (1 + spread)
-    return max(0.0, centre - half_width), min(1.0, centre + half_width)
 
 
 def _interval(entry: dict) -> str:
