@@ -34,6 +34,7 @@ from common.cli import UserError, positive_int, run_cli
 from common.contract import CLASS_FOLDERS, CLASS_LABELS, DATASET_FOLDER
 from common.images import decode_image
 from common.intervals import wilson_interval
+from common.misread import misread_images, plot_misread
 from common.model_runtime import predict_in_batches
 from common.ownership import claim_folder
 from common.settings import parse_settings, setting, settings_group
@@ -111,7 +112,7 @@ def scored_row(model: str, images: str, probabilities: np.ndarray, labels: np.nd
         **scores(probabilities, labels),
         "interval": [low, high],
         "confusion": confusion_matrix(labels, predicted, len(CLASS_LABELS)).tolist(),
-        "misread": np.flatnonzero(predicted != labels).tolist(),
+        "misread": misread_images(probabilities, labels),
     }
 
 
@@ -125,6 +126,18 @@ def evaluate(models: dict[str, Path], sets: dict[str, tuple[np.ndarray, np.ndarr
             probabilities = predict_in_batches(predict, images, BATCH_SIZE)
             rows.append(scored_row(model, name, probabilities, labels) | {"provider": provider})
     return rows
+
+
+def misread_figures(rows: list[dict], sets: dict, output: Path) -> list[str]:
+    """A PNG per model and framing of the other collection: its misread digits as sent."""
+    names = []
+    for row in rows:
+        if row["images"] in FRAMINGS:
+            name = f"misread_{row['model']}_{row['images']}.png"
+            title = f"{row['model']}, {row['images']}: {row['count'] - row['correct']} misread"
+            plot_misread(sets[row["images"]][0], row["misread"], title, output / name)
+            names.append(name)
+    return names
 
 
 def markdown(results: dict) -> str:
@@ -150,8 +163,16 @@ def markdown(results: dict) -> str:
           f"{r['count'] - r['correct']} of {r['count']}", f"{r['ece']:.3f}",
           f"{r['mean_confidence']:.3f}", str(r["confusion"])] for r in results["rows"]],
     )  # fmt: skip
-    lines += ["", f"![accuracy]({results['figure']})", "",
-              f"![examples]({results['examples_figure']})", ""]  # fmt: skip
+    lines += [
+        "",
+        f"![accuracy]({results['figure']})",
+        "",
+        f"![examples]({results['examples_figure']})",
+        "",
+        "Misread (the first 24):",
+        "",
+    ]
+    lines += [f"![{name}]({name})" for name in results["misread_figures"]] + [""]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -181,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name, images in framings.items()}  # fmt: skip
     path = output / "other_collection_examples.png"
     results["examples_figure"] = plots.shift_examples(examples, command.examples, path).name
+    results["misread_figures"] = misread_figures(rows, sets, output)
     write_results(results, markdown(results), output, "other_collection")
     return 0
 

@@ -78,8 +78,14 @@ def test_benchmark_run_matches_the_accuracy_benchmark_on_the_written_files(
         assert len(row["misread"]) == row["count"] - row["correct"]
         assert row["interval"][0] <= row["accuracy"] <= row["interval"][1]
     assert results["count"] == len(labels) and rows[(min(models), "with_margin")]["count"] == 537
-    for name in ("other_collection.md", "other_collection.png", "other_collection_examples.png"):
+    for name in (
+        "other_collection.md",
+        "other_collection.png",
+        "other_collection_examples.png",
+        *results["misread_figures"],
+    ):
         assert (output / name).stat().st_size > 0
+    assert len(results["misread_figures"]) == 2 * len(models)
     # the same files through benchmarks.accuracy's own reading and scoring
     checked = tmp_path / "accuracy"
     args = ["--model-repository", serving_repository, "--validation-file", validation,

@@ -10,6 +10,7 @@ import numpy as np
 import tf_keras as keras
 
 from common.contract import MODEL_NAMES
+from common.misread import plot_misread
 from common.ownership import claim_folder, release_folder, remove_owned
 from common.validation_split import VALIDATION_FILE, save_validation_split
 from training import report
@@ -81,7 +82,7 @@ def train_and_report(
     report.plot_confusion(
         evaluation["confusion"], f"{name} (validation)", out / "report" / f"{name}_confusion.png"
     )
-    report.plot_misread(
+    plot_misread(
         validation.images,
         evaluation["misread"],
         f"{name}: misread validation images",

@@ -13,6 +13,7 @@ import tf_keras as keras  # noqa: E402
 from common.contract import CLASS_LABELS, IMAGE_SIZE  # noqa: E402
 from common.images import invert_polarity  # noqa: E402
 from common.intervals import wilson_interval  # noqa: E402
+from common.misread import misread_images  # noqa: E402
 from training.pipeline import EVAL_BATCH_SIZE, evaluation_dataset  # noqa: E402
 
 METRICS_KEYS = ("val_accuracy", "val_count", "epochs_run", "train_seconds", "backbone")
@@ -35,16 +36,7 @@ def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray, files: 
     inverted = predict_probabilities(model, invert_polarity(images), labels).argmax(axis=1)
     confusion = np.zeros((len(CLASS_LABELS), len(CLASS_LABELS)), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
-    misread = [
-        {
-            "index": int(index),
-            "file": str(files[index]) if files else None,
-            "label": CLASS_LABELS[labels[index]],
-            "predicted": CLASS_LABELS[predicted[index]],
-            "probability": round(float(probabilities[index, predicted[index]]), 4),
-        }
-        for index in np.flatnonzero(predicted != labels)
-    ]
+    misread = misread_images(probabilities, labels, files)
     return {
         "val_accuracy": float(np.mean(predicted == labels)),
         "val_count": int(len(labels)),
@@ -88,29 +80,6 @@ def plot_confusion(confusion: list[list[int]], title: str, path: Path) -> None:
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     axis.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-def plot_misread(images: np.ndarray, misread: list[dict], title: str, path: Path) -> None:
-    """The first 24 misread validation images, each captioned true -> predicted (p); a
-    figure that says none were when none were."""
-    shown = misread[:24]
-    columns = max(1, min(len(shown), 8))
-    rows = max(1, -(-len(shown) // columns))
-    figure, axes = plt.subplots(
-        rows, columns, figsize=(max(4.0, 1.6 * columns), 1.9 * rows + 0.4), squeeze=False
-    )
-    for axis in axes.flat:
-        axis.axis("off")
-    if not shown:
-        axes[0, 0].text(0.5, 0.5, "none misread", ha="center", va="center")
-    for axis, entry in zip(axes.flat, shown, strict=False):
-        axis.imshow(images[entry["index"]], cmap="gray", vmin=0, vmax=255)
-        caption = f"#{entry['index']}: {entry['label']} -> {entry['predicted']}"
-        axis.set_title(f"{caption}\n(p {entry['probability']:.2f})", fontsize=8)
-    figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
