@@ -28,8 +28,8 @@ def misread_images(probabilities: np.ndarray, labels: np.ndarray, files: tuple =
 
 
 def plot_misread(images: np.ndarray, misread: list[dict], title: str, path: Path) -> None:
-    """The first 24 misread images, each captioned true -> predicted (p); a
-    figure that says none were when none were."""
+    """The first 24 misread images, each captioned true -> predicted (p); a figure that
+    says none were when none were."""
     shown = misread[:24]
     columns = max(1, min(len(shown), 8))
     rows = max(1, -(-len(shown) // columns))
