@@ -24,13 +24,13 @@ import numpy as np
 from PIL import Image
 
 from benchmarks import plots
-from benchmarks.classification import confusion_matrix
 from benchmarks.config import RESULTS_DIR, EvaluatedModels
 from benchmarks.machine import machine_info
 from benchmarks.results_files import table, write_results
 from benchmarks.robustness import CALIBRATION_BINS, scores
 from benchmarks.runtimes import onnx_predict, resolve_models
 from common.cli import UserError, positive_int, run_cli
+from common.confusion import confusion_matrix
 from common.contract import CLASS_FOLDERS, CLASS_LABELS, DATASET_FOLDER
 from common.images import decode_image
 from common.intervals import wilson_interval

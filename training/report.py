@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from common.confusion import confusion_matrix  # noqa: E402
 from common.contract import CLASS_LABELS, IMAGE_SIZE  # noqa: E402
 from common.images import invert_polarity  # noqa: E402
 from common.intervals import wilson_interval  # noqa: E402
@@ -34,8 +35,7 @@ def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray, files: 
     probabilities = predict_probabilities(model, images, labels)
     predicted = probabilities.argmax(axis=1)
     inverted = predict_probabilities(model, invert_polarity(images), labels).argmax(axis=1)
-    confusion = np.zeros((len(CLASS_LABELS), len(CLASS_LABELS)), dtype=np.int64)
-    np.add.at(confusion, (labels, predicted), 1)
+    confusion = confusion_matrix(labels, predicted, len(CLASS_LABELS))
     misread = misread_images(probabilities, labels, files)
     return {
         "val_accuracy": float(np.mean(predicted == labels)),
