@@ -29,10 +29,8 @@ def retype_float_casts(graph: onnx.GraphProto, float32_names: set[str]) -> None:
 
 
 def float32_nodes(graph: onnx.GraphProto) -> list[str]:
-    """Nodes that compute in float32: the digit framing's geometry (ink shares summed to 1
-    over a 100-pixel frame, sample positions) needs more than float16's 11 bits. The
-    converter still stores the tensors between two such nodes in float16, which
-    training/framing.py keeps within float16's range."""
+    """Nodes that stay float32: the digit framing's geometry (ink shares summed to 1 over a
+    100-pixel frame, sample positions) needs more than float16's 11 bits."""
     return [node.name for node in graph.node if f"/{FRAMING_LAYER}/" in node.name]
 
 

@@ -7,13 +7,13 @@ is framed however its scanner, crop or thumbnail left it: tight against the edge
 in a corner. `DigitFraming` frames every image the MNIST way before the network sees it,
 so a digit's framing no longer changes what the model reads.
 
-It runs after `PolarityNormalization` (light ink on a dark background, 0..255). The ink
-is what lies above a quarter of the range; the box spans the rows and columns between the
-first and the last EDGE_INK_SHARE of the ink's mass (so a stray speck of noise hardly
-stretches it); the image is then resampled by two matrix products (rows, then columns), a
-triangle filter as wide as the step between samples, so a shrunk digit is smoothed, not
-aliased. Everything is plain tensor arithmetic (MatMul, CumSum, reductions), which ONNX
-expresses op for op. An image with no ink passes unchanged.
+It runs after `PolarityNormalization` (light ink on a dark background, 0..255). The ink is
+what lies above a quarter of the range; the box spans the rows and columns between the first and
+the last EDGE_INK_SHARE of the ink's mass (so a stray speck of noise does not stretch it);
+the image is then resampled by two matrix products (rows, then columns), a triangle filter
+as wide as the step between samples, so a shrunk digit is smoothed, not aliased. Everything
+is plain tensor arithmetic (MatMul, CumSum, reductions), which ONNX expresses op for op.
+An image with no ink passes unchanged.
 """
 
 import tensorflow as tf
