@@ -9,64 +9,29 @@ from export.config import ExportOptions
 from export.speed import latencies_ms
 
 FP16_BATCH_SIZE = 64
-FRAMING_LAYER = "framing"  # the models' DigitFraming layer (training/models.py)
 FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
 
 
-def retype_float_casts(graph: onnx.GraphProto, float32_names: set[str]) -> None:
-    """Cast(to=float32) nodes whose output is typed float16 now cast to float16 (but for
-    float32_nodes, whose outputs stay float32)."""
+def retype_float_casts(graph: onnx.GraphProto) -> None:
+    """Cast(to=float32) nodes whose output is typed float16 now cast to float16."""
     float16_tensors = {
         info.name for info in graph.value_info if info.type.tensor_type.elem_type == FLOAT16
     }
     for node in graph.node:
-        if node.name in float32_names:
-            continue
         if node.op_type == "Cast" and node.output[0] in float16_tensors:
             for attribute in node.attribute:
                 if attribute.name == "to" and attribute.i == FLOAT:
                     attribute.i = FLOAT16
 
 
-def float32_nodes(graph: onnx.GraphProto) -> list[str]:
-    """Nodes that stay float32: the digit framing's geometry (ink shares summed to 1 over a
-    100-pixel frame, sample positions) needs more than float16's 11 bits."""
-    return [node.name for node in graph.node if f"/{FRAMING_LAYER}/" in node.name]
-
-
-def unshare_initializers(graph: onnx.GraphProto, float32_names: set[str]) -> None:
-    """Give the float32 nodes their own copy of each initializer they share with the others
-    (tf2onnx shares equal constants), so the converter can make the others' float16."""
-    used_by_rest = {name for n in graph.node if n.name not in float32_names for name in n.input}
-    initializers = {init.name: init for init in graph.initializer}
-    copies = {}
-    for node in graph.node:
-        if node.name not in float32_names:
-            continue
-        for k, name in enumerate(node.input):
-            if name in initializers and name in used_by_rest:
-                if name not in copies:
-                    copies[name] = onnx.TensorProto()
-                    copies[name].CopyFrom(initializers[name])
-                    copies[name].name = f"{name}__float32"
-                node.input[k] = copies[name].name
-    graph.initializer.extend(copies.values())
-
-
 def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Weights and activations in float16, but for float32_nodes; input and output stay
-    float32 (keep_io_types).
+    """Weights and activations in float16; input and output stay float32 (keep_io_types).
 
     The converter retypes the outputs of the graph's own Cast-to-float32 nodes (tf2onnx
     turns Select into Cast + Mul) but not their `to` attribute, which is fixed here.
     """
-    model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's stays
-    float32_names = float32_nodes(model.graph)
-    unshare_initializers(model.graph, set(float32_names))
-    converted = float16.convert_float_to_float16(
-        model, keep_io_types=True, node_block_list=float32_names
-    )
-    retype_float_casts(converted.graph, set(float32_names))
+    converted = float16.convert_float_to_float16(model, keep_io_types=True)
+    retype_float_casts(converted.graph)
     onnx.checker.check_model(converted, full_check=True)
     return converted
 

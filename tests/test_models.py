@@ -5,9 +5,7 @@ import pytest
 import tf_keras as keras
 
 from common.contract import INPUT_NAME, MODEL_NAMES
-from training.framing import DigitFraming
 from training.models import (
-    PolarityNormalization,
     build_scratch_cnn,
     build_vgg16_backbone,
     build_vgg16_finetuned,
@@ -46,10 +44,3 @@ def test_fine_tuning_unfreezes_only_vgg16_block5():
     unfreeze_last_block(model)
     trainable = {w.name.split("/")[0] for w in backbone.trainable_weights}
     assert trainable == {"block5_conv1", "block5_conv2", "block5_conv3"}
-
-
-def test_every_image_is_framed_after_its_polarity_is_normalised(model):
-    """Both models frame the digit in-graph (tests/test_framing.py), on light-on-dark ink."""
-    framing = model.get_layer("framing")
-    assert isinstance(framing, DigitFraming)
-    assert isinstance(framing.inbound_nodes[0].inbound_layers, PolarityNormalization)

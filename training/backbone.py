@@ -164,13 +164,8 @@ def _classifier(
     """VGG16 (random init, or `weights` of the previous stage) + head at side x side,
     computing in `precision` (its weights are float32 in either)."""
     with compute_policy(precision):
-        # No framing: digits 3-9 are MNIST's, framed already, and the cache stays valid.
         model = build_vgg16_classifier(
-            build_vgg16_backbone(side, None),
-            len(PRETRAIN_DIGITS),
-            "vgg16_digits3to9",
-            side,
-            frame_digits=False,
+            build_vgg16_backbone(side, None), len(PRETRAIN_DIGITS), "vgg16_digits3to9", side
         )
     if weights is not None:
         model.set_weights(weights)  # every weight is independent of the input size

@@ -11,7 +11,6 @@ import tensorflow as tf
 import tf_keras as keras
 
 from common.contract import CLASS_LABELS, IMAGE_SIZE, INPUT_NAME, OUTPUT_NAME
-from training.framing import DigitFraming
 
 NUM_CLASSES = len(CLASS_LABELS)
 # VGG16's own preprocessing ("caffe" mode): BGR channel means, no scaling.
@@ -70,7 +69,6 @@ def build_scratch_cnn() -> keras.Model:
     """
     inputs = contract_input()
     x = PolarityNormalization(name="polarity")(inputs)
-    x = DigitFraming(name="framing")(x)
     x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
     x = keras.layers.AveragePooling2D(2, name="downsample")(x)
     for filters in (32, 64, 128):
@@ -89,11 +87,9 @@ def build_vgg16_backbone(input_side: int, weights: str | None) -> keras.Model:
     )
 
 
-def vgg16_input_features(inputs: tf.Tensor, frame_digits: bool) -> tf.Tensor:
+def vgg16_input_features(inputs: tf.Tensor) -> tf.Tensor:
     """Raw grayscale pixels to what VGG16 expects: 3 channels, BGR means subtracted."""
     x = PolarityNormalization(name="polarity")(inputs)
-    if frame_digits:
-        x = DigitFraming(name="framing")(x)
     x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
     return keras.layers.Normalization(
         mean=VGG16_BGR_MEANS, variance=(1.0, 1.0, 1.0), name="vgg16_preprocess"
@@ -101,16 +97,11 @@ def vgg16_input_features(inputs: tf.Tensor, frame_digits: bool) -> tf.Tensor:
 
 
 def build_vgg16_classifier(
-    backbone: keras.Model,
-    num_classes: int,
-    name: str,
-    side: int = IMAGE_SIZE,
-    frame_digits: bool = True,
+    backbone: keras.Model, num_classes: int, name: str, side: int = IMAGE_SIZE
 ) -> keras.Model:
-    """Raw pixels -> (digit framing) -> VGG16 preprocessing -> backbone -> global average
-    pooling -> dense head."""
+    """Raw pixels -> VGG16 preprocessing -> backbone -> global average pooling -> dense head."""
     inputs = contract_input(side)
-    x = vgg16_input_features(inputs, frame_digits)
+    x = vgg16_input_features(inputs)
     x = backbone(x, training=False)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     x = keras.layers.Dense(256, activation="relu", name="head_dense")(x)
